@@ -1,0 +1,69 @@
+/* Router configurations: presets (SPEC section 1), range checks, and precompiling a config's kernels. */
+#include <stdio.h>
+#include <string.h>
+
+#include "jit.h"
+#include "ops/ops.h"
+
+dsv4_status dsv4_router_config_preset(const char *name, dsv4_router_mode mode, dsv4_router_config *out) {
+  static const char *fn = "dsv4_router_config_preset";
+  DSV4_CHECK_ARG(name != NULL, fn, "name", "is NULL");
+  DSV4_CHECK_ARG(out != NULL, fn, "out", "is NULL");
+  DSV4_CHECK_ARG(mode == DSV4_ROUTER_DENSE || mode == DSV4_ROUTER_HASH, fn, "mode", "is not a dsv4_router_mode");
+  dsv4_router_config c = {mode, 0, 0, 6, 129280, 0.0f, DSV4_HASH_WEIGHTS_SCORED};
+  if (!strcmp(name, "v4-flash")) {
+    c.hidden_size = 4096, c.num_experts = 256, c.routed_scaling_factor = 1.5f;
+  } else if (!strcmp(name, "v4-pro")) {
+    c.hidden_size = 7168, c.num_experts = 384, c.routed_scaling_factor = 2.5f;
+  } else {
+    return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "%s: argument 'name' = '%s' is not a preset (v4-flash, v4-pro)", fn, name);
+  }
+  *out = c;
+  return DSV4_OK;
+}
+
+dsv4_status dsv4_router_config_check(const dsv4_router_config *c) {
+  static const char *fn = "dsv4_router_config_check";
+  DSV4_CHECK_ARG(c != NULL, fn, "cfg", "is NULL");
+  DSV4_CHECK_ARG(c->mode == DSV4_ROUTER_DENSE || c->mode == DSV4_ROUTER_HASH, fn, "cfg->mode", "is not a dsv4_router_mode");
+  DSV4_CHECK_ARG(c->hash_weights == DSV4_HASH_WEIGHTS_SCORED || c->hash_weights == DSV4_HASH_WEIGHTS_UNIFORM, fn,
+                 "cfg->hash_weights", "is not a dsv4_hash_weights");
+  DSV4_CHECK_RANGE(c->num_experts >= 1 && c->num_experts <= 1024, fn, "cfg->num_experts", c->num_experts, "1..1024");
+  int kmax = c->num_experts < 16 ? c->num_experts : 16;
+  DSV4_CHECK_RANGE(c->top_k >= 1 && c->top_k <= kmax, fn, "cfg->top_k", c->top_k, "1..min(num_experts,16)");
+  DSV4_CHECK_RANGE(c->hidden_size >= 8 && c->hidden_size <= 16384 && c->hidden_size % 8 == 0, fn,
+                   "cfg->hidden_size", c->hidden_size, "8..16384, a multiple of 8");
+  DSV4_CHECK_RANGE(c->vocab_size >= 1 && c->vocab_size <= (1 << 24), fn, "cfg->vocab_size", c->vocab_size, "1..2^24");
+  DSV4_CHECK_ARG(c->routed_scaling_factor == c->routed_scaling_factor && c->routed_scaling_factor > 0.0f &&
+                     c->routed_scaling_factor < 1e30f,
+                 fn, "cfg->routed_scaling_factor", "must be finite and positive");
+  return DSV4_OK;
+}
+
+int dsv4_router_kernel_specs(const dsv4_router_config *cfg, dsv4_kernel_spec *specs) {
+  int n = 0;
+  /* Both modes compile the hash router: a model's hash layers and dense layers share one config. */
+  dsv4_hash_router_spec(cfg->top_k, &specs[n++]);
+  return n;
+}
+
+dsv4_status dsv4_precompile(const dsv4_router_config *cfg, const char *arch, dsv4_jit_stats *stats) {
+  DSV4_TRY(dsv4_router_config_check(cfg));
+  DSV4_TRY(dsv4_arch_check(arch));
+  dsv4_jit_config jc = dsv4_jit_config_from_env();
+  if (!jc.disk_enabled)
+    return dsv4_fail(DSV4_ERR_IO, "dsv4_precompile: the disk cache is disabled (DSV4_CACHE=0 or no cache folder)");
+  dsv4_jit *jit = NULL;
+  DSV4_TRY(dsv4_jit_create(&jc, &jit));
+  dsv4_kernel_spec specs[DSV4_MAX_ROUTER_KERNELS];
+  int n = dsv4_router_kernel_specs(cfg, specs);
+  dsv4_status s = DSV4_OK;
+  for (int i = 0; i < n && s == DSV4_OK; ++i) {
+    dsv4_cubin c;
+    s = dsv4_jit_get(jit, &specs[i], arch, true, &c);
+    if (s == DSV4_OK) dsv4_cubin_free(&c);
+  }
+  if (stats) dsv4_jit_get_stats(jit, stats);
+  dsv4_jit_destroy(jit);
+  return s;
+}
