@@ -165,3 +165,22 @@ dsv4_status dsv4_launch(dsv4_context *ctx, CUfunction fn, unsigned grid, unsigne
   DSV4_CU(ctx->drv, cuLaunchKernel(fn, grid, 1, 1, block, 1, 1, smem, stream, args, NULL), what);
   return DSV4_OK;
 }
+
+dsv4_status dsv4_launch_pdl(dsv4_context *ctx, CUfunction fn, unsigned grid, unsigned block, unsigned smem,
+                            CUstream stream, void **args, const char *what) {
+  if (ctx->cc_major < 9) return dsv4_launch(ctx, fn, grid, block, smem, stream, args, what);
+  CUlaunchAttribute attr;
+  memset(&attr, 0, sizeof attr);
+  attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+  attr.value.programmaticStreamSerializationAllowed = 1;
+  CUlaunchConfig cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.gridDimX = grid, cfg.gridDimY = 1, cfg.gridDimZ = 1;
+  cfg.blockDimX = block, cfg.blockDimY = 1, cfg.blockDimZ = 1;
+  cfg.sharedMemBytes = smem;
+  cfg.hStream = stream;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  DSV4_CU(ctx->drv, cuLaunchKernelEx(&cfg, fn, args, NULL), what);
+  return DSV4_OK;
+}

@@ -41,5 +41,10 @@ DSV4_INTERNAL dsv4_status dsv4_ctx_function(dsv4_context *ctx, const dsv4_kernel
 /* Launches fn (ctx must be current). */
 DSV4_INTERNAL dsv4_status dsv4_launch(dsv4_context *ctx, CUfunction fn, unsigned grid, unsigned block,
                                       unsigned smem, CUstream stream, void **args, const char *what);
+/* The same with programmatic dependent launch (PDL) on devices that have it (compute 9.0+): fn may start
+ * before the previous kernel on the stream ends; fn must call cudaGridDependencySynchronize()
+ * (griddepcontrol.wait) before reading what that kernel wrote. Elsewhere a plain launch. */
+DSV4_INTERNAL dsv4_status dsv4_launch_pdl(dsv4_context *ctx, CUfunction fn, unsigned grid, unsigned block,
+                                          unsigned smem, CUstream stream, void **args, const char *what);
 
 #endif
