@@ -1,1 +1,113 @@
-int main(void){return 0;}
+/* GPU: dsv4_hash_router against the FP64 oracle. */
+#include <limits.h>
+#include <math.h>
+
+#include "gpu_util.h"
+#include "oracle.h"
+
+static dsv4_context *g_ctx;
+
+/* Runs the hash router on `n` tokens and compares every output element with the oracle. */
+static void check_case(int64_t n, int32_t k, int32_t vocab, int32_t num_experts, uint64_t seed, int bad_every) {
+  int32_t *lut = malloc(sizeof(int32_t) * (size_t)vocab * k);
+  int32_t *tok = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+  for (int64_t i = 0; i < (int64_t)vocab * k; ++i) lut[i] = (int32_t)(test_rand(&seed) % (uint64_t)num_experts);
+  static const int32_t bad[] = {-1, INT_MIN, INT_MAX, 0x7fff0000};
+  for (int64_t t = 0; t < n; ++t) {
+    tok[t] = (int32_t)(test_rand(&seed) % (uint64_t)vocab);
+    if (bad_every && t % bad_every == 3) tok[t] = (t / bad_every) % 5 == 4 ? vocab : bad[(t / bad_every) % 4];
+  }
+  if (n > 2) tok[n - 1] = vocab - 1, tok[n - 2] = 0;  /* the table's first and last rows */
+  size_t out = (size_t)n * k;
+  CUdeviceptr d_tok = gpu_alloc(4 * (size_t)n), d_lut = gpu_alloc(4 * (size_t)vocab * k);
+  CUdeviceptr d_w = gpu_alloc(4 * out + 64), d_ids = gpu_alloc(4 * out + 64);
+  gpu_upload(d_tok, tok, 4 * (size_t)n);
+  gpu_upload(d_lut, lut, 4 * (size_t)vocab * k);
+  gpu_poison(d_w, 4 * out + 64);
+  gpu_poison(d_ids, 4 * out + 64);
+  assert_int_equal(dsv4_hash_router(g_ctx, NULL, (const int32_t *)d_tok, n, (const int32_t *)d_lut, vocab, k,
+                                    (float *)d_w, (int32_t *)d_ids), DSV4_OK);
+  gpu_sync();
+  float *w = malloc(4 * out + 64);
+  int32_t *ids = malloc(4 * out + 64), *ref_ids = malloc(4 * (out ? out : 1));
+  double *ref_w = malloc(8 * (out ? out : 1));
+  gpu_download(w, d_w, 4 * out + 64);
+  gpu_download(ids, d_ids, 4 * out + 64);
+  oracle_hash_uniform(tok, n, lut, vocab, k, 1.0 / k, ref_w, ref_ids);
+  int64_t wrong = 0;
+  for (size_t i = 0; i < out; ++i) {
+    if (ids[i] != ref_ids[i] || (double)w[i] != (double)(float)ref_w[i]) {
+      if (wrong++ < 5)
+        fprintf(stderr, "n=%lld k=%d elem %zu: got (%d, %g) want (%d, %g)\n", (long long)n, k, i, ids[i], w[i],
+                ref_ids[i], ref_w[i]);
+    }
+  }
+  /* Nothing written past the end. */
+  for (size_t i = out; i < out + 16; ++i) wrong += ids[i] != -1;
+  assert_int_equal(wrong, 0);
+  gpu_free(d_tok), gpu_free(d_lut), gpu_free(d_w), gpu_free(d_ids);
+  free(lut), free(tok), free(w), free(ids), free(ref_ids), free(ref_w);
+}
+
+static void test_sizes_and_k(void **state) {
+  (void)state;
+  const int64_t ns[] = {0, 1, 7, 4096, 65536};
+  const int32_t ks[] = {1, 6, 16};
+  for (int a = 0; a < 5; ++a)
+    for (int b = 0; b < 3; ++b) check_case(ns[a], ks[b], 129280, 384, 1000 + a * 7 + b, 0);
+}
+
+static void test_out_of_range_ids(void **state) {
+  (void)state;
+  check_case(4096, 6, 129280, 384, 77, 10);
+  check_case(7, 16, 1, 1, 78, 2);          /* vocab 1: every id but 0 is out of range */
+  check_case(65536, 1, 1 << 24, 1024, 79, 100);
+}
+
+static void test_streams_and_odd_sizes(void **state) {
+  (void)state;
+  CUstream s;
+  GPU_CHECK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+  const int64_t n = 1001;
+  const int32_t k = 3, vocab = 50;
+  int32_t lut[150], tok[1001];
+  for (int i = 0; i < 150; ++i) lut[i] = (i * 7) % 144;
+  for (int i = 0; i < n; ++i) tok[i] = (i * 13) % 53 - 1;  /* -1..51: some out of range */
+  CUdeviceptr d_tok = gpu_alloc(4 * n), d_lut = gpu_alloc(sizeof lut), d_w = gpu_alloc(4 * n * k), d_ids = gpu_alloc(4 * n * k);
+  gpu_upload(d_tok, tok, 4 * n);
+  gpu_upload(d_lut, lut, sizeof lut);
+  gpu_poison(d_w, 4 * n * k);
+  gpu_poison(d_ids, 4 * n * k);
+  assert_int_equal(dsv4_hash_router(g_ctx, s, (const int32_t *)d_tok, n, (const int32_t *)d_lut, vocab, k,
+                                    (float *)d_w, (int32_t *)d_ids), DSV4_OK);
+  GPU_CHECK(cuStreamSynchronize(s));
+  static float w[3003];
+  static int32_t ids[3003], rids[3003];
+  static double rw[3003];
+  gpu_download(w, d_w, sizeof w);
+  gpu_download(ids, d_ids, sizeof ids);
+  int64_t bad = oracle_hash_uniform(tok, n, lut, vocab, k, 1.0 / k, rw, rids);
+  assert_true(bad > 0);
+  for (int i = 0; i < n * k; ++i) {
+    assert_int_equal(ids[i], rids[i]);
+    assert_true((double)w[i] == (double)(float)rw[i]);
+  }
+  GPU_CHECK(cuStreamDestroy(s));
+  gpu_free(d_tok), gpu_free(d_lut), gpu_free(d_w), gpu_free(d_ids);
+}
+
+int main(void) {
+  DSV4_GPU_TEST_OR_SKIP(&g_ctx);
+  printf("device: %s\n", dsv4_context_arch(g_ctx));
+  bool pushed;
+  dsv4_ctx_enter(g_ctx, &pushed);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_sizes_and_k),
+      cmocka_unit_test(test_out_of_range_ids),
+      cmocka_unit_test(test_streams_and_odd_sizes),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  dsv4_ctx_leave(g_ctx, pushed);
+  dsv4_context_destroy(g_ctx);
+  return rc;
+}
