@@ -96,6 +96,37 @@ static void test_streams_and_odd_sizes(void **state) {
   gpu_free(d_tok), gpu_free(d_lut), gpu_free(d_w), gpu_free(d_ids);
 }
 
+/* Outputs that are not 16-byte aligned take the scalar path; results must be the same. */
+static void test_unaligned_outputs(void **state) {
+  (void)state;
+  const int64_t n = 333;
+  const int32_t k = 6, vocab = 1000;
+  static int32_t lut[6000], tok[333], ids[2000], rids[2000];
+  static float w[2000];
+  static double rw[2000];
+  for (int i = 0; i < 6000; ++i) lut[i] = (i * 31) % 256;
+  for (int i = 0; i < n; ++i) tok[i] = (i * 97) % 1003;  /* a few >= vocab */
+  CUdeviceptr d_tok = gpu_alloc(sizeof tok), d_lut = gpu_alloc(sizeof lut), d_w = gpu_alloc(8 + 4 * n * k),
+              d_ids = gpu_alloc(8 + 4 * n * k);
+  gpu_upload(d_tok, tok, sizeof tok);
+  gpu_upload(d_lut, lut, sizeof lut);
+  gpu_poison(d_w, 8 + 4 * n * k);
+  gpu_poison(d_ids, 8 + 4 * n * k);
+  assert_int_equal(dsv4_hash_router(g_ctx, NULL, (const int32_t *)d_tok, n, (const int32_t *)d_lut, vocab, k,
+                                    (float *)(d_w + 4), (int32_t *)(d_ids + 4)), DSV4_OK);
+  gpu_sync();
+  gpu_download(w, d_w, 8 + 4 * n * k);
+  gpu_download(ids, d_ids, 8 + 4 * n * k);
+  oracle_hash_uniform(tok, n, lut, vocab, k, 1.0 / k, rw, rids);
+  assert_int_equal(ids[0], -1);  /* the element before the output was not touched */
+  assert_int_equal(ids[n * k + 1], -1);
+  for (int i = 0; i < n * k; ++i) {
+    assert_int_equal(ids[i + 1], rids[i]);
+    assert_true((double)w[i + 1] == (double)(float)rw[i]);
+  }
+  gpu_free(d_tok), gpu_free(d_lut), gpu_free(d_w), gpu_free(d_ids);
+}
+
 int main(void) {
   DSV4_GPU_TEST_OR_SKIP(&g_ctx);
   printf("device: %s\n", dsv4_context_arch(g_ctx));
@@ -105,6 +136,7 @@ int main(void) {
       cmocka_unit_test(test_sizes_and_k),
       cmocka_unit_test(test_out_of_range_ids),
       cmocka_unit_test(test_streams_and_odd_sizes),
+      cmocka_unit_test(test_unaligned_outputs),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   dsv4_ctx_leave(g_ctx, pushed);
