@@ -1,0 +1,19 @@
+#!/bin/sh
+# The dsv4 tool's cache commands, with no GPU: warm, list, verify, detect a corrupt file, clear.
+set -eu
+dsv4=$1
+export DSV4_CACHE_DIR="$2"
+rm -rf "$DSV4_CACHE_DIR"
+"$dsv4" cache warm --arch sm_90a --preset v4-flash | grep -q "compiled"
+"$dsv4" cache warm --arch sm_90a --preset v4-flash | grep -q "0 kernel(s) compiled"
+"$dsv4" cache list | grep -q "^ok "
+"$dsv4" cache verify
+f=$(ls "$DSV4_CACHE_DIR"/sm_90a/*.cubin | head -n 1)
+head -c 100 "$f" > "$f.part" && mv "$f.part" "$f"        # truncate one file
+if "$dsv4" cache verify > verify.out; then echo "verify missed a truncated file"; exit 1; fi
+grep -q "^BAD " verify.out
+"$dsv4" cache warm --arch sm_90a --preset v4-flash | grep -q "1 kernel(s) compiled"   # replaced
+"$dsv4" cache verify
+"$dsv4" cache clear | grep -q "removed"
+test -z "$(ls "$DSV4_CACHE_DIR"/sm_90a 2>/dev/null)"
+echo "cli cache: 1 passed, 0 failed"
