@@ -127,6 +127,14 @@ static void test_unaligned_outputs(void **state) {
   gpu_free(d_tok), gpu_free(d_lut), gpu_free(d_w), gpu_free(d_ids);
 }
 
+static void test_bad_ordinal(void **state) {
+  (void)state;
+  dsv4_context *other = (dsv4_context *)0x1;
+  assert_status_names(dsv4_context_create(4096, &other), DSV4_ERR_NO_DEVICE, "device_ordinal");
+  assert_null(other);
+  assert_status_names(dsv4_context_create(-1, &other), DSV4_ERR_NO_DEVICE, "device_ordinal");
+}
+
 int main(void) {
   DSV4_GPU_TEST_OR_SKIP(&g_ctx);
   printf("device: %s\n", dsv4_context_arch(g_ctx));
@@ -137,6 +145,7 @@ int main(void) {
       cmocka_unit_test(test_out_of_range_ids),
       cmocka_unit_test(test_streams_and_odd_sizes),
       cmocka_unit_test(test_unaligned_outputs),
+      cmocka_unit_test(test_bad_ordinal),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   dsv4_ctx_leave(g_ctx, pushed);
