@@ -103,29 +103,14 @@ static CUfunction find_loaded(dsv4_context *ctx, const char *name_expr) {
   return NULL;
 }
 
-dsv4_status dsv4_ctx_function(dsv4_context *ctx, const dsv4_kernel_spec *spec, CUfunction *out) {
-  pthread_mutex_lock(&ctx->mu);
-  CUfunction fn = find_loaded(ctx, spec->name_expr);
-  pthread_mutex_unlock(&ctx->mu);
-  if (fn) {
-    dsv4_jit_count_memory_hit(ctx->jit);
-    *out = fn;
-    return DSV4_OK;
-  }
-  /* Compile or read outside the lock: a concurrent first use of one kernel costs a duplicate compile,
-   * never a wrong result, and other kernels stay usable meanwhile. */
-  dsv4_cubin cubin;
-  DSV4_TRY(dsv4_jit_get(ctx->jit, spec, ctx->arch, false, &cubin));
+/* Loads a cubin into ctx and records it under spec's name (or takes the module another thread recorded). */
+static dsv4_status install(dsv4_context *ctx, const dsv4_kernel_spec *spec, const dsv4_cubin *cubin, CUfunction *out) {
   bool pushed = false;
-  dsv4_status s = dsv4_ctx_enter(ctx, &pushed);
-  if (s != DSV4_OK) {
-    dsv4_cubin_free(&cubin);
-    return s;
-  }
+  DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
   CUmodule mod = NULL;
-  CUresult r = ctx->drv->cuModuleLoadData(&mod, cubin.image);
-  if (r == CUDA_SUCCESS) r = ctx->drv->cuModuleGetFunction(&fn, mod, cubin.lowered_name);
-  dsv4_cubin_free(&cubin);
+  CUfunction fn = NULL;
+  CUresult r = ctx->drv->cuModuleLoadData(&mod, cubin->image);
+  if (r == CUDA_SUCCESS) r = ctx->drv->cuModuleGetFunction(&fn, mod, cubin->lowered_name);
   if (r != CUDA_SUCCESS) {
     if (mod) ctx->drv->cuModuleUnload(mod);
     dsv4_ctx_leave(ctx, pushed);
@@ -158,6 +143,49 @@ dsv4_status dsv4_ctx_function(dsv4_context *ctx, const dsv4_kernel_spec *spec, C
   dsv4_ctx_leave(ctx, pushed);
   *out = fn;
   return DSV4_OK;
+}
+
+static CUfunction lookup(dsv4_context *ctx, const char *name_expr) {
+  pthread_mutex_lock(&ctx->mu);
+  CUfunction fn = find_loaded(ctx, name_expr);
+  pthread_mutex_unlock(&ctx->mu);
+  return fn;
+}
+
+dsv4_status dsv4_ctx_function(dsv4_context *ctx, const dsv4_kernel_spec *spec, CUfunction *out) {
+  CUfunction fn = lookup(ctx, spec->name_expr);
+  if (fn) {
+    dsv4_jit_count_memory_hit(ctx->jit);
+    *out = fn;
+    return DSV4_OK;
+  }
+  /* Compile or read outside the lock: a concurrent first use of one kernel costs a duplicate compile,
+   * never a wrong result, and other kernels stay usable meanwhile. */
+  dsv4_cubin cubin;
+  DSV4_TRY(dsv4_jit_get(ctx->jit, spec, ctx->arch, false, &cubin));
+  dsv4_status s = install(ctx, spec, &cubin, out);
+  dsv4_cubin_free(&cubin);
+  return s;
+}
+
+dsv4_status dsv4_ctx_functions(dsv4_context *ctx, const dsv4_kernel_spec *specs, int n, CUfunction *out) {
+  dsv4_kernel_spec missing[64];
+  int idx[64], m = 0;
+  for (int i = 0; i < n; ++i) {
+    out[i] = lookup(ctx, specs[i].name_expr);
+    if (out[i]) dsv4_jit_count_memory_hit(ctx->jit);
+    else if (m < 64) missing[m] = specs[i], idx[m++] = i;
+    else return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "dsv4_ctx_functions: more than 64 kernels");
+  }
+  if (m == 0) return DSV4_OK;
+  dsv4_cubin cubins[64];
+  DSV4_TRY(dsv4_jit_get_many(ctx->jit, missing, m, ctx->arch, false, cubins));
+  dsv4_status s = DSV4_OK;
+  for (int i = 0; i < m; ++i) {
+    if (s == DSV4_OK) s = install(ctx, &missing[i], &cubins[i], &out[idx[i]]);
+    dsv4_cubin_free(&cubins[i]);
+  }
+  return s;
 }
 
 dsv4_status dsv4_launch(dsv4_context *ctx, CUfunction fn, unsigned grid, unsigned block, unsigned smem,

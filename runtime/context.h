@@ -38,6 +38,9 @@ DSV4_INTERNAL void dsv4_ctx_leave(dsv4_context *ctx, bool pushed);
 /* The kernel for spec on ctx's device: loaded once (memory, then disk cache, then NVRTC). */
 DSV4_INTERNAL dsv4_status dsv4_ctx_function(dsv4_context *ctx, const dsv4_kernel_spec *spec, CUfunction *out);
 
+/* The same for n kernels, compiling the missing ones in parallel (dsv4_router_prepare, warm-up). */
+DSV4_INTERNAL dsv4_status dsv4_ctx_functions(dsv4_context *ctx, const dsv4_kernel_spec *specs, int n, CUfunction *out);
+
 /* Launches fn (ctx must be current). */
 DSV4_INTERNAL dsv4_status dsv4_launch(dsv4_context *ctx, CUfunction fn, unsigned grid, unsigned block,
                                       unsigned smem, CUstream stream, void **args, const char *what);

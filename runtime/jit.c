@@ -347,3 +347,49 @@ dsv4_status dsv4_jit_get(dsv4_jit *j, const dsv4_kernel_spec *spec, const char *
   dsv4_clear_error();
   return DSV4_OK;
 }
+
+typedef struct get_job {
+  dsv4_jit *jit;
+  const dsv4_kernel_spec *spec;
+  const char *arch;
+  bool require_disk;
+  dsv4_cubin *out;
+  dsv4_status status;
+  char error[2048];
+} get_job;
+
+static void *get_job_run(void *arg) {
+  get_job *job = arg;
+  job->status = dsv4_jit_get(job->jit, job->spec, job->arch, job->require_disk, job->out);
+  if (job->status != DSV4_OK) snprintf(job->error, sizeof job->error, "%s", dsv4_last_error());
+  return NULL;
+}
+
+dsv4_status dsv4_jit_get_many(dsv4_jit *j, const dsv4_kernel_spec *specs, int n, const char *arch,
+                              bool require_disk, dsv4_cubin *out) {
+  get_job *jobs = calloc((size_t)(n > 0 ? n : 1), sizeof *jobs);
+  pthread_t *threads = calloc((size_t)(n > 0 ? n : 1), sizeof *threads);
+  if (!jobs || !threads) {
+    free(jobs), free(threads);
+    return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "dsv4_jit_get_many: %d jobs", n);
+  }
+  for (int i = 0; i < n; ++i) {
+    jobs[i] = (get_job){j, &specs[i], arch, require_disk, &out[i], DSV4_OK, ""};
+    memset(&out[i], 0, sizeof out[i]);
+  }
+  /* The first job runs on this thread; a thread that cannot start runs its job here too. */
+  bool *started = calloc((size_t)(n > 0 ? n : 1), sizeof *started);
+  for (int i = 1; i < n; ++i) started[i] = pthread_create(&threads[i], NULL, get_job_run, &jobs[i]) == 0;
+  if (n > 0) get_job_run(&jobs[0]);
+  for (int i = 1; i < n; ++i) {
+    if (started[i]) pthread_join(threads[i], NULL);
+    else get_job_run(&jobs[i]);
+  }
+  dsv4_status s = DSV4_OK;
+  for (int i = 0; i < n && s == DSV4_OK; ++i)
+    if (jobs[i].status != DSV4_OK) s = dsv4_fail(jobs[i].status, "%s", jobs[i].error);
+  if (s != DSV4_OK)
+    for (int i = 0; i < n; ++i) dsv4_cubin_free(&out[i]);
+  free(jobs), free(threads), free(started);
+  return s;
+}

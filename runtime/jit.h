@@ -68,6 +68,12 @@ DSV4_INTERNAL void dsv4_jit_count_memory_hit(dsv4_jit *j);
 DSV4_INTERNAL dsv4_status dsv4_jit_get(dsv4_jit *j, const dsv4_kernel_spec *spec, const char *arch,
                                        bool require_disk, dsv4_cubin *out);
 
+/* dsv4_jit_get for n specs at once, compiling on up to n threads (NVRTC is thread-safe), so a router's
+ * cold start costs its slowest kernel rather than the sum. On failure every out[] is freed.
+ * @return the first failure in spec order. */
+DSV4_INTERNAL dsv4_status dsv4_jit_get_many(dsv4_jit *j, const dsv4_kernel_spec *specs, int n, const char *arch,
+                                            bool require_disk, dsv4_cubin *out);
+
 /* Compiles with NVRTC, no cache involved (the bench's cold-compile figure). */
 DSV4_INTERNAL dsv4_status dsv4_jit_compile(dsv4_jit *j, const dsv4_kernel_spec *spec, const char *arch,
                                            dsv4_cubin *out);
