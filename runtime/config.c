@@ -44,6 +44,11 @@ int dsv4_router_kernel_specs(const dsv4_router_config *cfg, dsv4_kernel_spec *sp
   int n = 0;
   /* Both modes compile the hash router: a model's hash layers and dense layers share one config. */
   dsv4_hash_router_spec(cfg->top_k, &specs[n++]);
+  /* Routing after the gate GEMM: dense layers (activation_topk) and scored hash layers (hash_scored). */
+  dsv4_activation_topk_spec(cfg->num_experts, cfg->top_k, &specs[n++]);
+  dsv4_hash_scored_spec(cfg->top_k, &specs[n++]);
+  /* The decode gate GEMM (N <= 64) feeding both of them as split-K partials. */
+  dsv4_gate_decode_spec(cfg->hidden_size, cfg->num_experts, &specs[n++]);
   return n;
 }
 
@@ -57,12 +62,9 @@ dsv4_status dsv4_precompile(const dsv4_router_config *cfg, const char *arch, dsv
   DSV4_TRY(dsv4_jit_create(&jc, &jit));
   dsv4_kernel_spec specs[DSV4_MAX_ROUTER_KERNELS];
   int n = dsv4_router_kernel_specs(cfg, specs);
-  dsv4_status s = DSV4_OK;
-  for (int i = 0; i < n && s == DSV4_OK; ++i) {
-    dsv4_cubin c;
-    s = dsv4_jit_get(jit, &specs[i], arch, true, &c);
-    if (s == DSV4_OK) dsv4_cubin_free(&c);
-  }
+  dsv4_cubin cubins[DSV4_MAX_ROUTER_KERNELS];
+  dsv4_status s = dsv4_jit_get_many(jit, specs, n, arch, true, cubins);
+  for (int i = 0; i < n && s == DSV4_OK; ++i) dsv4_cubin_free(&cubins[i]);
   if (stats) dsv4_jit_get_stats(jit, stats);
   dsv4_jit_destroy(jit);
   return s;

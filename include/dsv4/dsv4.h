@@ -93,6 +93,32 @@ DSV4_API dsv4_status dsv4_hash_router(dsv4_context *ctx, CUstream stream, const 
     int64_t num_tokens, const int32_t *lut, int32_t vocab_size, int32_t k,
     float *topk_weights, int32_t *topk_ids);
 
+/**
+ * Generic top-k: for each of `rows` rows of `cols` FP32 scores (row r at scores + r * row_stride), the k
+ * largest values and their column indices in descending order; equal values -> lower index first; NaN
+ * ranks below everything (below -inf); -0.0 and +0.0 are equal. out_values (bit-exact copies of the
+ * inputs) and out_indices are [rows, k]. rows == 0 is a no-op.
+ * @return DSV4_OK; DSV4_ERR_INVALID_ARGUMENT (NULL or misaligned pointer, rows < 0, cols < 1, k < 1,
+ *         row_stride < cols); DSV4_ERR_UNSUPPORTED (cols > 2^20, k > min(cols, 4096));
+ *         DSV4_ERR_NVRTC / DSV4_ERR_CUDA.
+ */
+DSV4_API dsv4_status dsv4_topk_select(dsv4_context *ctx, CUstream stream, const float *scores, int64_t rows,
+    int64_t cols, int64_t row_stride, int32_t k, float *out_values, int32_t *out_indices);
+
+/**
+ * Dense routing from FP32 logits [num_tokens, num_experts] (SPEC section 2): s = sqrt(softplus(logit)),
+ * topk_ids = the k experts with the largest s + bias (descending; ties lower expert first; NaN lowest),
+ * topk_weights = s[ids] / sum(s[ids]) * routed_scaling_factor (a NaN score weighs 0; +inf scores share the
+ * weight; a zero sum gives routed_scaling_factor / k). bias [num_experts] may be NULL (zeros). Outputs
+ * [num_tokens, k]. num_tokens == 0 is a no-op. One kernel, FP32 throughout.
+ * @return DSV4_OK; DSV4_ERR_INVALID_ARGUMENT (NULL or misaligned pointer, num_tokens < 0, num_experts < 1,
+ *         k < 1, routed_scaling_factor not finite and positive); DSV4_ERR_UNSUPPORTED (num_experts > 1024,
+ *         k > min(num_experts, 16)); DSV4_ERR_NVRTC / DSV4_ERR_CUDA.
+ */
+DSV4_API dsv4_status dsv4_activation_topk(dsv4_context *ctx, CUstream stream, const float *logits,
+    int64_t num_tokens, int32_t num_experts, const float *bias /* NULL = zeros */, int32_t k,
+    float routed_scaling_factor, float *topk_weights, int32_t *topk_ids);
+
 /* ---- Router configuration ---- */
 typedef enum { DSV4_ROUTER_DENSE = 0, DSV4_ROUTER_HASH = 1 } dsv4_router_mode;
 typedef enum { DSV4_HASH_WEIGHTS_SCORED = 0, DSV4_HASH_WEIGHTS_UNIFORM = 1 } dsv4_hash_weights;
@@ -117,6 +143,43 @@ DSV4_API dsv4_status dsv4_router_config_check(const dsv4_router_config *cfg);
  */
 DSV4_API dsv4_status dsv4_precompile(const dsv4_router_config *cfg, const char *arch,
     dsv4_jit_stats *stats);
+
+/*
+ * dsv4_router: one MoE layer's gate. Create it, give it weights (borrowed device pointers or a safetensors
+ * checkpoint), prepare it once for the largest batch, then call forward as often as you like.
+ * Thread rules: a router is used by one thread at a time (forward, set_weights, prepare are not
+ * reentrant on the same router); different routers on one context may run on different threads.
+ * After prepare, forward never compiles, allocates or synchronizes, so it can be captured in a CUDA graph.
+ */
+typedef struct dsv4_router dsv4_router;
+/** @return DSV4_OK; DSV4_ERR_INVALID_ARGUMENT / DSV4_ERR_UNSUPPORTED naming the config field. */
+DSV4_API dsv4_status dsv4_router_create(dsv4_context *ctx, const dsv4_router_config *cfg, dsv4_router **out);
+/** Borrowed device pointers, kept until the next set_weights/load or destroy. gate_weight_bf16 [E,H] is
+ *  needed in dense mode and for scored hash weights; bias [E] may be NULL (zeros); tid2eid int32 [vocab,k]
+ *  with every id in [0,E) is needed in hash mode. @return DSV4_OK or DSV4_ERR_INVALID_ARGUMENT. */
+DSV4_API dsv4_status dsv4_router_set_weights(dsv4_router *r, const void *gate_weight_bf16, const float *bias,
+    const int32_t *tid2eid);
+/** Loads `<prefix>weight`, `<prefix>bias` | `<prefix>e_score_correction_bias`, `<prefix>tid2eid` (int32 or
+ *  int64) from a safetensors file into device memory the router owns. All or nothing.
+ *  @return DSV4_OK, DSV4_ERR_IO, DSV4_ERR_FORMAT (naming file and tensor), DSV4_ERR_OUT_OF_MEMORY, ... */
+DSV4_API dsv4_status dsv4_router_load_safetensors(dsv4_router *r, const char *path, const char *tensor_prefix);
+/** JIT-loads every kernel forward will use and allocates the workspace for up to max_tokens per call
+ *  (bounded whatever max_tokens: large prefills are chunked). Synchronizes. */
+DSV4_API dsv4_status dsv4_router_prepare(dsv4_router *r, int64_t max_tokens);
+/** Routes num_tokens tokens: topk_weights fp32 [N,k], topk_ids int32 [N,k]. hidden_bf16 [N,H] is needed in
+ *  dense mode and for scored hash weights; token_ids int32 [N] in hash mode (else may be NULL).
+ *  @return DSV4_OK; DSV4_ERR_INVALID_ARGUMENT (NULL pointer, N < 0, N > prepared max_tokens, not prepared). */
+DSV4_API dsv4_status dsv4_router_forward(dsv4_router *r, CUstream stream, const void *hidden_bf16,
+    const int32_t *token_ids, int64_t num_tokens, float *topk_weights, int32_t *topk_ids);
+/** @return the number of out-of-range token ids seen since the last call (hash mode), resetting it; syncs.
+ *  -1 if r is NULL or the count could not be read. */
+DSV4_API int64_t dsv4_router_take_error_count(dsv4_router *r);
+/** Frees the router's workspace and owned weights (waits for its work to finish). NULL is a no-op. */
+DSV4_API void dsv4_router_destroy(dsv4_router *r);
+/** The largest batch that takes the fused decode kernel; larger batches take the cuBLASLt prefill path.
+ *  Default: the switch point measured on H200 (see README); 0 forces prefill for every batch. Call before
+ *  prepare (dsv4 addition). @return DSV4_OK or DSV4_ERR_INVALID_ARGUMENT (outside 0..64). */
+DSV4_API dsv4_status dsv4_router_set_decode_max_tokens(dsv4_router *r, int32_t n);
 
 /** The disk cache root in use (DSV4_CACHE_DIR, else $XDG_CACHE_HOME/dsv4, else ~/.cache/dsv4);
  *  NULL when DSV4_CACHE=0 (dsv4 addition). */

@@ -19,6 +19,108 @@ DSV4_INTERNAL dsv4_status dsv4_hash_router_enqueue(dsv4_context *ctx, CUstream s
     int64_t num_tokens, const int32_t *lut, int32_t vocab_size, int32_t k, float weight, float *topk_weights,
     int32_t *topk_ids, int32_t *err_count);
 
+/* gate_gemm.c: logits[N,E] fp32 = x[N,H] bf16 . W[E,H]^T bf16 through cuBLASLt (FP32 accumulation).
+ * A plan per (E, H, max chunk rows) owns the cuBLASLt handle, descriptors, the algorithms (chosen once at
+ * creation for power-of-two row buckets) and the workspace (allocated at creation), so enqueue never
+ * allocates, queries the heuristic or synchronizes and can be captured in a CUDA graph. W and x must be
+ * 16-byte aligned, logits min(16, lowest set bit of 4E)-byte aligned. A plan is immutable after creation,
+ * but its one workspace means its enqueues must not run concurrently on different streams. */
+typedef struct dsv4_gate_gemm_plan dsv4_gate_gemm_plan;
+/* Argument checks of plan creation (no GPU needed): ctx, E in 1..1024, H in 8..16384 (multiple of 8),
+ * max_chunk_rows in 1..2^20. */
+DSV4_INTERNAL dsv4_status dsv4_gate_gemm_check(const char *fn, const void *ctx, int32_t num_experts,
+    int32_t hidden_size, int64_t max_chunk_rows);
+/* @return DSV4_OK; DSV4_ERR_INVALID_ARGUMENT / DSV4_ERR_UNSUPPORTED; DSV4_ERR_CUBLAS (no algorithm);
+ *         DSV4_ERR_CUDA / DSV4_ERR_OUT_OF_MEMORY (workspace). *out is NULL on failure. */
+DSV4_INTERNAL dsv4_status dsv4_gate_gemm_plan_create(dsv4_context *ctx, int32_t num_experts, int32_t hidden_size,
+    int64_t max_chunk_rows, dsv4_gate_gemm_plan **out);
+/* Frees the plan (NULL is a no-op); call it once the work it enqueued has finished. */
+DSV4_INTERNAL void dsv4_gate_gemm_plan_destroy(dsv4_gate_gemm_plan *plan);
+/* One chunk: logits[rows,E] = x[rows,H] . W^T, rows in 0..max_chunk_rows (0 is a no-op). */
+DSV4_INTERNAL dsv4_status dsv4_gate_gemm_enqueue(dsv4_gate_gemm_plan *plan, CUstream stream, const void *w_bf16,
+    const void *x_bf16, int64_t rows, float *logits);
+/* Any number of rows, in chunks of max_chunk_rows into the full logits[num_rows,E]. */
+DSV4_INTERNAL dsv4_status dsv4_gate_gemm_enqueue_all(dsv4_gate_gemm_plan *plan, CUstream stream, const void *w_bf16,
+    const void *x_bf16, int64_t num_rows, float *logits);
+DSV4_INTERNAL int64_t dsv4_gate_gemm_chunk_rows(const dsv4_gate_gemm_plan *plan);
+DSV4_INTERNAL size_t dsv4_gate_gemm_workspace_bytes(const dsv4_gate_gemm_plan *plan);
+
+/* topk_select.cu: dsv4_topk_select. The spec picks the warp kernel (cols <= 1024, k <= 16) or the radix
+ * kernel (longer rows or larger k). */
+DSV4_INTERNAL void dsv4_topk_select_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out);
+DSV4_INTERNAL dsv4_status dsv4_topk_select_check(const char *fn, const void *ctx, const float *scores, int64_t rows,
+    int64_t cols, int64_t row_stride, int32_t k, const float *out_values, const int32_t *out_indices);
+DSV4_INTERNAL dsv4_status dsv4_topk_select_enqueue(dsv4_context *ctx, CUstream stream, const float *scores,
+    int64_t rows, int64_t cols, int64_t row_stride, int32_t k, float *out_values, int32_t *out_indices);
+
+/* activation_topk.cu: dense routing from FP32 logits. The logits are `num_splits` partial slabs
+ * (float partials[num_splits][num_tokens][num_experts], slab s at logits + s * split_stride elements) that the
+ * kernel sums in FP32 in split order (s = 0, 1, 2, ...) before the activation; num_splits = 1 is
+ * dsv4_activation_topk (split_stride is then ignored). With pdl the kernel is launched with programmatic
+ * dependent launch (dsv4_launch_pdl): it may start while the previous kernel on the stream (the one writing
+ * the partials) still runs, and waits on griddepcontrol before reading them. */
+DSV4_INTERNAL void dsv4_activation_topk_spec(int32_t num_experts, int32_t k, dsv4_kernel_spec *out);
+/* Checks the arguments of dsv4_activation_topk and of the split-slab form (num_splits in 1..64; with more
+ * than one split, split_stride >= num_tokens * num_experts). */
+DSV4_INTERNAL dsv4_status dsv4_activation_topk_check(const char *fn, const void *ctx, const float *logits,
+    int32_t num_splits, int64_t split_stride, int64_t num_tokens, int32_t num_experts, const float *bias, int32_t k,
+    float scale, const float *topk_weights, const int32_t *topk_ids);
+DSV4_INTERNAL dsv4_status dsv4_activation_topk_enqueue(dsv4_context *ctx, CUstream stream, const float *logits,
+    int32_t num_splits, int64_t split_stride, int64_t num_tokens, int32_t num_experts, const float *bias, int32_t k,
+    float scale, float *w, int32_t *ids, bool pdl);
+
+/* hash_scored.cu: hash routing with scored weights (the router's hash mode): ids = lut[token] in LUT order,
+ * w = their scores sqrt(softplus(logit)) renormalised times scale. Logits [num_tokens, num_experts] in the
+ * split-slab form of dsv4_activation_topk_enqueue, same pdl option. A token id outside [0, vocab_size) gets
+ * id 0 / weight 0 in every slot and increments *err_count (device int32, may be NULL) once; a table entry
+ * outside [0, num_experts) gets id 0 / weight 0 in its slot. */
+DSV4_INTERNAL void dsv4_hash_scored_spec(int32_t k, dsv4_kernel_spec *out);
+DSV4_INTERNAL dsv4_status dsv4_hash_scored_check(const char *fn, const void *ctx, const float *logits,
+    int32_t num_splits, int64_t split_stride, const int32_t *token_ids, int64_t num_tokens, int32_t num_experts,
+    const int32_t *lut, int32_t vocab_size, int32_t k, float scale, const float *topk_weights,
+    const int32_t *topk_ids);
+DSV4_INTERNAL dsv4_status dsv4_hash_scored_enqueue(dsv4_context *ctx, CUstream stream, const float *logits,
+    int32_t num_splits, int64_t split_stride, const int32_t *token_ids, int64_t num_tokens, int32_t num_experts,
+    const int32_t *lut, int32_t vocab_size, int32_t k, float scale, float *w, int32_t *ids, int32_t *err_count,
+    bool pdl);
+
+/* gate_decode.cu: the decode gate GEMM (N <= 64) as split-K partial logits, the input of the split-slab form
+ * of dsv4_activation_topk_enqueue / dsv4_hash_scored_enqueue:
+ *   partials[s][n][e] = sum over h in [s*512, min(H, s*512+512)) of x[n,h] * W[e,h]   (FP32 on tensor cores)
+ * slab s at partials + s * num_tokens * E (split_stride = num_tokens * E). The split count depends on H only
+ * (dsv4_gate_decode_splits), and a token's partials are bitwise the same whatever N and its position in the
+ * batch. x [N,H] and W [E,H] bf16, 16-byte aligned. Every element of every slab is written; no atomics. */
+#define DSV4_GATE_DECODE_SPLIT 512      /* hidden elements per split (kernel: kGateSplit) */
+#define DSV4_GATE_DECODE_MAX_TOKENS 64
+#define DSV4_GATE_DECODE_MAX_WARPS 8    /* 16-expert tiles per block (kernel: kGateMaxWarps) */
+DSV4_INTERNAL void dsv4_gate_decode_spec(int32_t hidden_size, int32_t num_experts, dsv4_kernel_spec *out);
+/* ceil(H / 512): the number of slabs (0 for H < 1). */
+DSV4_INTERNAL int32_t dsv4_gate_decode_splits(int32_t hidden_size);
+/* splits * num_tokens * num_experts: the floats the partials need (at most splits * 64 * E). */
+DSV4_INTERNAL size_t dsv4_gate_decode_workspace_floats(int32_t hidden_size, int32_t num_experts, int64_t num_tokens);
+/* The launch shape for N tokens on a device with sm_count SMs and smem_limit bytes of opt-in shared memory per
+ * block (0: no limit); warps = 16-expert tiles per block (1..8, or 0 for the built-in choice), lowered to fit
+ * smem_limit. The shape changes the speed, never the result. */
+typedef struct dsv4_gate_decode_plan {
+  int32_t splits, warps;
+  unsigned grid, block, smem;   /* smem: dynamic shared bytes, (8 * ceil(N/8) + 16 * warps) staged rows */
+} dsv4_gate_decode_plan;
+DSV4_INTERNAL void dsv4_gate_decode_plan_for(int32_t hidden_size, int32_t num_experts, int64_t num_tokens,
+    int sm_count, int smem_limit, int warps, dsv4_gate_decode_plan *out);
+/* Checks: ctx, num_tokens in 0..64, E in 1..1024, H in 8..16384 (multiple of 8), pointers non-NULL and aligned
+ * (x, W 16 bytes; partials 4). num_tokens == 0 needs neither x nor partials. */
+DSV4_INTERNAL dsv4_status dsv4_gate_decode_check(const char *fn, const void *ctx, const void *x, int64_t num_tokens,
+    const void *w, int32_t num_experts, int32_t hidden_size, const float *partials);
+/* Enqueues the GEMM (plain launch, built-in shape). Never allocates or synchronizes; num_tokens == 0 is a
+ * no-op. Arguments as checked above. */
+DSV4_INTERNAL dsv4_status dsv4_gate_decode_enqueue(dsv4_context *ctx, CUstream stream, const void *x,
+    int64_t num_tokens, const void *w, int32_t num_experts, int32_t hidden_size, float *partials);
+/* The same with a chosen shape (warps 1..8, 0 = built-in) and optional PDL launch: the kernel issues its W
+ * loads, then waits on griddepcontrol before reading x or writing the slabs. */
+DSV4_INTERNAL dsv4_status dsv4_gate_decode_enqueue_ex(dsv4_context *ctx, CUstream stream, const void *x,
+    int64_t num_tokens, const void *w, int32_t num_experts, int32_t hidden_size, float *partials, int warps,
+    bool pdl);
+
 /* The kernels a router with cfg uses (precompile, prepare). Returns the count written to specs. */
 #define DSV4_MAX_ROUTER_KERNELS 16
 DSV4_INTERNAL int dsv4_router_kernel_specs(const dsv4_router_config *cfg, dsv4_kernel_spec *specs);

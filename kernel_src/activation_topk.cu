@@ -1,0 +1,68 @@
+// Dense routing from FP32 logits (dsv4_activation_topk, SPEC section 2), one kernel:
+//   s = sqrt(softplus(logit)), sel = s + bias (bias NULL = zeros), ids = top-k of sel (descending, ties
+//   lower expert first, NaN lowest), w = s[ids] / sum(s[ids]) * scale with SPEC's edge cases.
+//
+// One warp per token. Each lane holds C = 4*ceil(E/128) candidates in registers (16-byte loads when the
+// rows are 16-byte aligned), computes s and sel for them, and keeps s beside each candidate as the payload
+// of the warp top-k (topk.cuh): the weights use the unbiased s that was selected, never sel - bias.
+// Specialised on K and E.
+//
+// The logits may come as `splits` partial slabs (partials[splits][num_tokens][E], slab s at
+// logits + s * split_stride) that are summed in FP32 in split order before the activation; splits == 1 is
+// the public op. The kernel waits on griddepcontrol before reading them, so it may be launched with
+// programmatic dependent launch behind the kernel that writes them (a no-op otherwise).
+#include "topk.cuh"
+
+namespace dsv4 {
+
+constexpr int kActTokensPerBlock = 4;
+
+template <int K, int E>
+__global__ void __launch_bounds__(32 * kActTokensPerBlock)
+    activation_topk(const float* __restrict__ logits, int splits, i64 split_stride, i64 num_tokens,
+                    const float* __restrict__ bias, float scale, float* __restrict__ topk_weights,
+                    int* __restrict__ topk_ids) {
+  static_assert(E >= 1 && E <= 1024 && K >= 1 && K <= 16 && K <= E, "activation_topk shape");
+  constexpr int C = 4 * ((E + 127) / 128);   // candidates per lane
+  const int lane = threadIdx.x & 31;
+  // 16-byte loads when every row of every slab starts 16-byte aligned (split_stride is 0 for one slab).
+  const bool vec = (E % 4 == 0) &&
+                   ((((unsigned long long)logits) | (unsigned long long)(split_stride * 4)) & 15ull) == 0;
+  // This lane's bias values (the bias is a weight, not the previous kernel's output: read before the wait).
+  float b[C];
+#pragma unroll
+  for (int i = 0; i < C; ++i) {
+    const int e = lane_slot_index(lane, i);
+    b[i] = (bias != nullptr && e < E) ? __ldg(bias + e) : 0.0f;
+  }
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+  const i64 step = (i64)gridDim.x * kActTokensPerBlock;
+  for (i64 t = (i64)blockIdx.x * kActTokensPerBlock + (threadIdx.x >> 5); t < num_tokens; t += step) {
+    float s[C];
+    lane_row_sum<C>(logits + t * E, E, splits, split_stride, lane, vec, s);
+    u64 key[C];
+#pragma unroll
+    for (int i = 0; i < C; ++i) {
+      const int e = lane_slot_index(lane, i);
+      s[i] = sqrt_softplus(s[i]);
+      key[i] = e < E ? topk_key(s[i] + b[i], e) : 0ull;
+    }
+    // Round j: lane j keeps the j-th winner and its unbiased score; every lane sums the selected scores in
+    // rank order.
+    WeightSum acc;
+    float my_s = 0.0f;
+    int my_id = 0;
+    warp_topk<K, C>(key, s, [&](int j, u64 wk, float ws) {
+      acc.add(ws);
+      if (lane == j) my_s = ws, my_id = topk_key_index(wk);
+    });
+    if (lane < K) {
+      topk_weights[t * K + lane] = acc.weight(my_s, scale, K);
+      topk_ids[t * K + lane] = my_id;
+    }
+  }
+}
+
+}  // namespace dsv4

@@ -1,0 +1,76 @@
+// Hash routing with scored weights (SPEC section 2, the router's hash mode): ids[n,:] = lut[token[n],:] in
+// LUT order, w[n,j] = s[n,ids[n,j]] / sum_j' s[n,ids[n,j']] * scale with s = sqrt(softplus(logit)) and
+// SPEC's weight edge cases. A token id outside [0, vocab) gets expert 0 with weight 0 in every slot and is
+// counted once in *err_count (if not NULL); the table is never read out of bounds. A table entry outside
+// [0, E) (a corrupt table) is written as expert 0 with weight 0 and no logit is read for it.
+//
+// The logits use the split-slab convention of activation_topk.cu (partials[splits][num_tokens][E] summed
+// in FP32 in split order) and the kernel waits on griddepcontrol before reading anything, so it may be
+// launched with programmatic dependent launch behind the gate GEMM.
+//
+// One thread per token: K table entries and K (x splits) gathered logits in registers, K outputs written.
+// Specialised on K.
+#include "topk.cuh"
+
+namespace dsv4 {
+
+// One call site per slot instead of K inlined copies of expf/log1pf/sqrtf: a much smaller cubin and a
+// faster JIT for a kernel whose time goes to its gathers.
+__device__ __noinline__ float hash_score(float z) { return sqrt_softplus(z); }
+
+template <int K>
+__global__ void __launch_bounds__(256)
+    hash_scored(const float* __restrict__ logits, int splits, i64 split_stride, const int* __restrict__ token_ids,
+                i64 num_tokens, int num_experts, const int* __restrict__ lut, int vocab, float scale,
+                float* __restrict__ topk_weights, int* __restrict__ topk_ids, int* __restrict__ err_count) {
+  static_assert(K >= 1 && K <= 16, "hash_scored shape");
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+  const float nan = __int_as_float(0x7fc00000);
+  const i64 stride = (i64)gridDim.x * blockDim.x;
+  for (i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x; t < num_tokens; t += stride) {
+    const int tok = __ldg(token_ids + t);
+    int e[K];
+    float w[K];
+    if ((unsigned)tok < (unsigned)vocab) {
+      const int* row = lut + (i64)tok * K;
+      bool ok[K];
+#pragma unroll
+      for (int j = 0; j < K; ++j) {
+        const int x = __ldg(row + j);
+        ok[j] = (unsigned)x < (unsigned)num_experts;
+        e[j] = ok[j] ? x : 0;
+      }
+      const float* p = logits + t * num_experts;
+      float s[K];
+#pragma unroll
+      for (int j = 0; j < K; ++j) s[j] = __ldg(p + e[j]);
+#pragma unroll 1
+      for (int sp = 1; sp < splits; ++sp) {
+        const float* q = p + (i64)sp * split_stride;
+#pragma unroll
+        for (int j = 0; j < K; ++j) s[j] += __ldg(q + e[j]);
+      }
+      WeightSum acc;
+#pragma unroll
+      for (int j = 0; j < K; ++j) {
+        s[j] = ok[j] ? hash_score(s[j]) : nan;   // NaN weighs 0
+        acc.add(s[j]);
+      }
+#pragma unroll
+      for (int j = 0; j < K; ++j) w[j] = acc.weight(s[j], scale, K);
+    } else {
+#pragma unroll
+      for (int j = 0; j < K; ++j) e[j] = 0, w[j] = 0.0f;
+      if (err_count != nullptr) atomicAdd(err_count, 1);
+    }
+#pragma unroll
+    for (int j = 0; j < K; ++j) {
+      topk_ids[t * K + j] = e[j];
+      topk_weights[t * K + j] = w[j];
+    }
+  }
+}
+
+}  // namespace dsv4

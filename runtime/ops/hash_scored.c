@@ -1,0 +1,76 @@
+/* Host launcher for kernel_src/hash_scored.cu (the router's hash mode with scored weights). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ops.h"
+
+#define MAX_EXPERTS 1024
+#define MAX_K 16
+#define MAX_VOCAB (1 << 24)
+#define MAX_SPLITS 64
+#define BLOCK 256   /* one thread per token */
+
+void dsv4_hash_scored_spec(int32_t k, dsv4_kernel_spec *out) {
+  out->source = "hash_scored.cu";
+  snprintf(out->name_expr, sizeof out->name_expr, "dsv4::hash_scored<%d>", (int)k);
+  snprintf(out->tag, sizeof out->tag, "hash_scored-k%d", (int)k);
+}
+
+dsv4_status dsv4_hash_scored_check(const char *fn, const void *ctx, const float *logits, int32_t num_splits,
+                                   int64_t split_stride, const int32_t *token_ids, int64_t num_tokens,
+                                   int32_t num_experts, const int32_t *lut, int32_t vocab_size, int32_t k,
+                                   float scale, const float *w, const int32_t *ids) {
+  DSV4_CHECK_ARG(ctx != NULL, fn, "ctx", "is NULL");
+  DSV4_CHECK_ARG(num_tokens >= 0, fn, "num_tokens", "is negative");
+  DSV4_CHECK_ARG(num_experts >= 1, fn, "num_experts", "must be at least 1");
+  DSV4_CHECK_RANGE(num_experts <= MAX_EXPERTS, fn, "num_experts", num_experts, "1..1024");
+  DSV4_CHECK_ARG(k >= 1, fn, "k", "must be at least 1");
+  DSV4_CHECK_RANGE(k <= MAX_K && k <= num_experts, fn, "k", k, "1..min(num_experts,16)");
+  DSV4_CHECK_ARG(vocab_size >= 1, fn, "vocab_size", "must be at least 1");
+  DSV4_CHECK_RANGE(vocab_size <= MAX_VOCAB, fn, "vocab_size", vocab_size, "1..2^24");
+  DSV4_CHECK_ARG(isfinite(scale) && scale > 0.0f, fn, "routed_scaling_factor", "must be finite and positive");
+  DSV4_CHECK_ARG(num_splits >= 1, fn, "num_splits", "must be at least 1");
+  DSV4_CHECK_RANGE(num_splits <= MAX_SPLITS, fn, "num_splits", num_splits, "1..64");
+  DSV4_CHECK_RANGE(num_tokens <= ((int64_t)1 << 40) / num_experts, fn, "num_tokens", num_tokens,
+                   "0..2^40/num_experts");
+  DSV4_CHECK_ARG(num_splits == 1 || split_stride >= num_tokens * num_experts, fn, "split_stride",
+                 "is smaller than num_tokens * num_experts");
+  DSV4_CHECK_ARG(num_splits == 1 || split_stride <= ((int64_t)1 << 46) / num_splits, fn, "split_stride",
+                 "is too large (num_splits * split_stride > 2^46)");
+  DSV4_CHECK_ARG(lut != NULL, fn, "lut", "is NULL");
+  DSV4_CHECK_ARG(((uintptr_t)lut & 3) == 0, fn, "lut", "is not 4-byte aligned");
+  if (num_tokens == 0) return DSV4_OK;
+  DSV4_CHECK_ARG(logits != NULL, fn, "logits", "is NULL");
+  DSV4_CHECK_ARG(((uintptr_t)logits & 3) == 0, fn, "logits", "is not 4-byte aligned");
+  DSV4_CHECK_ARG(token_ids != NULL, fn, "token_ids", "is NULL");
+  DSV4_CHECK_ARG(((uintptr_t)token_ids & 3) == 0, fn, "token_ids", "is not 4-byte aligned");
+  DSV4_CHECK_ARG(w != NULL, fn, "topk_weights", "is NULL");
+  DSV4_CHECK_ARG(((uintptr_t)w & 3) == 0, fn, "topk_weights", "is not 4-byte aligned");
+  DSV4_CHECK_ARG(ids != NULL, fn, "topk_ids", "is NULL");
+  DSV4_CHECK_ARG(((uintptr_t)ids & 3) == 0, fn, "topk_ids", "is not 4-byte aligned");
+  return DSV4_OK;
+}
+
+dsv4_status dsv4_hash_scored_enqueue(dsv4_context *ctx, CUstream stream, const float *logits, int32_t num_splits,
+                                     int64_t split_stride, const int32_t *token_ids, int64_t num_tokens,
+                                     int32_t num_experts, const int32_t *lut, int32_t vocab_size, int32_t k,
+                                     float scale, float *w, int32_t *ids, int32_t *err_count, bool pdl) {
+  if (num_tokens == 0) return DSV4_OK;
+  dsv4_kernel_spec spec;
+  dsv4_hash_scored_spec(k, &spec);
+  CUfunction fn = NULL;
+  DSV4_TRY(dsv4_ctx_function(ctx, &spec, &fn));
+  if (num_splits == 1) split_stride = 0;
+  int64_t grid = (num_tokens + BLOCK - 1) / BLOCK;
+  const int64_t max_grid = (int64_t)ctx->sm_count * 16;   /* the kernel loops over tokens beyond the grid */
+  if (grid > max_grid) grid = max_grid;
+  void *args[] = {&logits, &num_splits, &split_stride, &token_ids, &num_tokens, &num_experts,
+                  &lut, &vocab_size, &scale, &w, &ids, &err_count};
+  bool pushed = false;
+  DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
+  dsv4_status s = pdl ? dsv4_launch_pdl(ctx, fn, (unsigned)grid, BLOCK, 0, stream, args, "launching hash_scored (PDL)")
+                      : dsv4_launch(ctx, fn, (unsigned)grid, BLOCK, 0, stream, args, "launching hash_scored");
+  dsv4_ctx_leave(ctx, pushed);
+  return s;
+}
