@@ -2,6 +2,7 @@
 #include "oracle.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -131,5 +132,42 @@ int64_t oracle_hash_scored(const float *logits, const int32_t *tokens, int64_t n
     }
     oracle_weights(sk, k, scale, out_w + t * k);
   }
+  return bad;
+}
+
+int oracle_check_routed_token(const uint16_t *x, const uint16_t *w, int32_t h, int32_t e, const float *bias,
+                              int32_t k, double scale, int hash, int32_t token, const int32_t *lut, int32_t vocab,
+                              const float *got_w, const int32_t *got_ids, char *why, int why_cap) {
+  double *lg = malloc(8 * (size_t)e), *sel = malloc(8 * (size_t)e), wmax = 0.0, mag = 0.0;
+  float *lf = malloc(4 * (size_t)e);
+  oracle_gate_logits(x, w, 1, h, e, lg);
+  for (int64_t i = 0; i < (int64_t)e * h; ++i) wmax = fmax(wmax, fabs(oracle_bf16_to_double(w[i])));
+  for (int32_t c = 0; c < h; ++c) mag += fabs(oracle_bf16_to_double(x[c]));
+  const double tol = 1e-6 * mag * wmax + 1e-7;
+  for (int32_t i = 0; i < e; ++i) lf[i] = (float)lg[i];
+  double rw[16], s[16], ow[16];
+  int32_t rid[16];
+  int bad = 0;
+  if (!hash) {
+    oracle_route_logits(lf, 1, e, bias, k, scale, rw, rid, sel);
+    for (int32_t j = 0; j < k && !bad; ++j) {
+      bad |= got_ids[j] < 0 || got_ids[j] >= e;
+      for (int32_t i = 0; i < j && !bad; ++i) bad |= got_ids[i] == got_ids[j];
+      if (!bad) bad |= fabs(sel[got_ids[j]] - sel[rid[j]]) > tol;
+      if (!bad) s[j] = oracle_score(lg[got_ids[j]]);
+    }
+    if (!bad) oracle_weights(s, k, scale, ow);
+  } else {
+    oracle_hash_scored(lf, &token, 1, e, lut, vocab, k, scale, ow, rid);
+    for (int32_t j = 0; j < k; ++j) bad |= got_ids[j] != rid[j];
+  }
+  for (int32_t j = 0; j < k && !bad; ++j) bad |= !(fabs(got_w[j] - ow[j]) <= 1e-4 * fabs(ow[j]) + 1e-6);
+  if (bad && why) {
+    int n = snprintf(why, (size_t)why_cap, "E=%d H=%d k=%d%s:", e, h, k, hash ? " hash" : "");
+    for (int32_t j = 0; j < k && n < why_cap; ++j)
+      n += snprintf(why + n, (size_t)(why_cap - n), " (%d, %.7g | want %d, %.7g)", got_ids[j], got_w[j], rid[j],
+                    bad ? ow[j] : 0.0);
+  }
+  free(lg), free(sel), free(lf);
   return bad;
 }

@@ -41,4 +41,14 @@ int64_t oracle_hash_uniform(const int32_t *tokens, int64_t n, const int32_t *lut
 int64_t oracle_hash_scored(const float *logits, const int32_t *tokens, int64_t n, int32_t e, const int32_t *lut,
                            int32_t vocab, int32_t k, double scale, double *out_w, int32_t *out_ids);
 
+/* Judges one routed token of a dense or scored-hash gate (bf16 x row [h], W [e,h]) against the FP64 math.
+ * Selection: ids distinct, in range, and each chosen expert's FP64 selection score within a tolerance of the
+ * oracle's at that rank (a near-tie whose order FP32 accumulation may flip; the tolerance is 1e-6 of
+ * sum_h |x_h| * max|W| plus 1e-7); hash: ids exactly the table's. Weights: the FP64 weights of the chosen
+ * experts, within 1e-4 relative (+1e-6). bias may be NULL; token/lut/vocab are used when hash != 0.
+ * Returns 0 when right; otherwise 1, with a description in why (may be NULL). */
+int oracle_check_routed_token(const uint16_t *x, const uint16_t *w, int32_t h, int32_t e, const float *bias,
+                              int32_t k, double scale, int hash, int32_t token, const int32_t *lut, int32_t vocab,
+                              const float *got_w, const int32_t *got_ids, char *why, int why_cap);
+
 #endif
