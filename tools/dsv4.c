@@ -16,6 +16,7 @@
 
 #include "context.h"
 #include "gpu_timing.h"
+#include "ops/ops.h"
 #include "oracle.h"
 
 static const char *opt(int argc, char **argv, const char *name, const char *dflt) {
@@ -118,27 +119,74 @@ static int cache_walk(cache_cmd cmd) {
 
 /* ---- demo ---- */
 
-typedef struct hash_args {
-  dsv4_context *ctx;
-  CUdeviceptr tokens, lut, w, ids;
-  int64_t n;
-  int32_t vocab, k;
-} hash_args;
+static uint64_t rng(uint64_t *s) {
+  *s ^= *s >> 12, *s ^= *s << 25, *s ^= *s >> 27;
+  return *s * 0x2545F4914F6CDD1Dull;
+}
+static uint16_t bf16_of(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+static float frand(uint64_t *s) { return (float)((rng(s) >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f; }
 
-static dsv4_status hash_launch(void *user, CUstream stream) {
-  hash_args *a = user;
-  return dsv4_hash_router(a->ctx, stream, (const int32_t *)a->tokens, a->n, (const int32_t *)a->lut, a->vocab, a->k,
-                          (float *)a->w, (int32_t *)a->ids);
+typedef struct demo_run {
+  dsv4_router *r;
+  CUdeviceptr x, tok, w, ids;
+  int64_t n;
+  dsv4_gate_gemm_plan *gemm;
+  CUdeviceptr weight, logits;
+  const dsv4_router_config *cfg;
+} demo_run;
+
+static dsv4_status forward_launch(void *user, CUstream stream) {
+  demo_run *d = user;
+  return dsv4_router_forward(d->r, stream, (const void *)d->x, (const int32_t *)d->tok, d->n, (float *)d->w,
+                             (int32_t *)d->ids);
+}
+static dsv4_status gemm_launch(void *user, CUstream stream) {
+  demo_run *d = user;
+  return dsv4_gate_gemm_enqueue_all(d->gemm, stream, (const void *)d->weight, (const void *)d->x, d->n,
+                                    (float *)d->logits);
+}
+
+#define DEMO_CU(call)                                                         \
+  do {                                                                        \
+    CUresult r_ = drv->call;                                                  \
+    if (r_ != CUDA_SUCCESS) return fail(#call, dsv4_cu_fail(r_, #call));      \
+  } while (0)
+#define DEMO_TRY(call)                                                        \
+  do {                                                                        \
+    dsv4_status s_ = (call);                                                  \
+    if (s_ != DSV4_OK) return fail(#call, s_);                                \
+  } while (0)
+
+/* Routes n tokens through r, checks sampled tokens against the FP64 oracle, returns the mismatch count. */
+static int64_t demo_check(const dsv4_driver *drv, demo_run *d, const uint16_t *x, const uint16_t *w, const float *bias,
+                          const int32_t *tok, const int32_t *lut, int hash) {
+  const dsv4_router_config *c = d->cfg;
+  const int64_t n = d->n, k = c->top_k;
+  float *ow = malloc(4 * (size_t)(n * k));
+  int32_t *oi = malloc(4 * (size_t)(n * k));
+  if (forward_launch(d, NULL) != DSV4_OK || drv->cuCtxSynchronize() != CUDA_SUCCESS) return -1;
+  drv->cuMemcpyDtoH(ow, d->w, 4 * (size_t)(n * k));
+  drv->cuMemcpyDtoH(oi, d->ids, 4 * (size_t)(n * k));
+  int64_t bad = 0, step = n <= 64 ? 1 : n / 64;
+  for (int64_t t = 0; t < n; t += step)
+    bad += oracle_check_routed_token(x + t * c->hidden_size, w, c->hidden_size, c->num_experts, bias, c->top_k,
+                                     c->routed_scaling_factor, hash, tok[t], lut, c->vocab_size, ow + t * k,
+                                     oi + t * k, NULL, 0);
+  free(ow), free(oi);
+  return bad;
 }
 
 static int demo(const char *preset) {
   dsv4_router_config cfg;
-  dsv4_status s = dsv4_router_config_preset(preset, DSV4_ROUTER_HASH, &cfg);
-  if (s != DSV4_OK) return fail("choosing the preset", s);
-  printf("dsv4 %s demo, preset %s (H=%d, E=%d, k=%d, vocab=%d)\n", dsv4_version(), preset, cfg.hidden_size,
-         cfg.num_experts, cfg.top_k, cfg.vocab_size);
+  DEMO_TRY(dsv4_router_config_preset(preset, DSV4_ROUTER_DENSE, &cfg));
+  printf("dsv4 %s demo, preset %s (H=%d, E=%d, k=%d, vocab=%d, scale %.1f)\n", dsv4_version(), preset,
+         cfg.hidden_size, cfg.num_experts, cfg.top_k, cfg.vocab_size, cfg.routed_scaling_factor);
   dsv4_context *ctx = NULL;
-  s = dsv4_context_create(0, &ctx);
+  dsv4_status s = dsv4_context_create(0, &ctx);
   if (s == DSV4_ERR_NO_DRIVER || s == DSV4_ERR_NO_DEVICE) {
     printf("NO GPU FOUND (%s). Nothing will run; compiling and caching every kernel for sm_90a instead.\n",
            dsv4_last_error());
@@ -149,56 +197,85 @@ static int demo(const char *preset) {
   printf("GPU: %s (%s, %d SMs)\n", ctx->name, ctx->arch, ctx->sm_count);
   bool pushed;
   dsv4_ctx_enter(ctx, &pushed);
-  const int64_t n = 4096;
-  const int32_t k = cfg.top_k, vocab = cfg.vocab_size, e = cfg.num_experts;
-  int32_t *lut = malloc(sizeof(int32_t) * (size_t)vocab * k), *tok = malloc(sizeof(int32_t) * n);
-  int32_t *ids = malloc(sizeof(int32_t) * n * k), *ref_ids = malloc(sizeof(int32_t) * n * k);
-  float *w = malloc(sizeof(float) * n * k);
-  double *ref_w = malloc(sizeof(double) * n * k);
-  uint64_t x = 0x9e3779b97f4a7c15ull;
-  for (int64_t v = 0; v < vocab; ++v)
-    for (int32_t j = 0; j < k; ++j) lut[v * k + j] = (int32_t)((v * 7 + j * 61) % e);
-  for (int64_t t = 0; t < n; ++t) {
-    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-    tok[t] = (t % 997 == 5) ? vocab + (int32_t)(t % 3) : (int32_t)(x % (uint64_t)vocab);  /* a few bad ids */
-  }
-  hash_args a = {ctx, 0, 0, 0, 0, n, vocab, k};
+  const int64_t H = cfg.hidden_size, E = cfg.num_experts, k = cfg.top_k, V = cfg.vocab_size, nmax = 4096;
+  uint64_t seed = 0x5eed;
+  uint16_t *x = malloc(2 * (size_t)(nmax * H)), *w = malloc(2 * (size_t)(E * H));
+  float *bias = malloc(4 * (size_t)E);
+  int32_t *lut = malloc(4 * (size_t)(V * k)), *tok = malloc(4 * (size_t)nmax);
+  for (int64_t i = 0; i < nmax * H; ++i) x[i] = bf16_of(frand(&seed));
+  for (int64_t i = 0; i < E * H; ++i) w[i] = bf16_of(frand(&seed) * 0.05f);
+  for (int64_t i = 0; i < E; ++i) bias[i] = frand(&seed) * 0.1f;
+  for (int64_t v = 0; v < V; ++v)
+    for (int64_t j = 0; j < k; ++j) lut[v * k + j] = (int32_t)((v * 7 + j * 61) % E);
+  for (int64_t t = 0; t < nmax; ++t) tok[t] = (t % 997 == 5) ? (int32_t)V : (int32_t)(rng(&seed) % (uint64_t)V);
+  CUdeviceptr dx, dw, dbias, dlut, dtok, dow, doi, dlogits;
+  DEMO_CU(cuMemAlloc(&dx, 2 * (size_t)(nmax * H)));
+  DEMO_CU(cuMemAlloc(&dw, 2 * (size_t)(E * H)));
+  DEMO_CU(cuMemAlloc(&dbias, 4 * (size_t)E));
+  DEMO_CU(cuMemAlloc(&dlut, 4 * (size_t)(V * k)));
+  DEMO_CU(cuMemAlloc(&dtok, 4 * (size_t)nmax));
+  DEMO_CU(cuMemAlloc(&dow, 4 * (size_t)(nmax * k)));
+  DEMO_CU(cuMemAlloc(&doi, 4 * (size_t)(nmax * k)));
+  DEMO_CU(cuMemAlloc(&dlogits, 4 * (size_t)(nmax * E)));
+  DEMO_CU(cuMemcpyHtoD(dx, x, 2 * (size_t)(nmax * H)));
+  DEMO_CU(cuMemcpyHtoD(dw, w, 2 * (size_t)(E * H)));
+  DEMO_CU(cuMemcpyHtoD(dbias, bias, 4 * (size_t)E));
+  DEMO_CU(cuMemcpyHtoD(dlut, lut, 4 * (size_t)(V * k)));
+  DEMO_CU(cuMemcpyHtoD(dtok, tok, 4 * (size_t)nmax));
+  dsv4_router *dense = NULL, *hash = NULL;
+  dsv4_router_config hcfg = cfg;
+  hcfg.mode = DSV4_ROUTER_HASH;
+  double t0 = dsv4_now_ms();
+  DEMO_TRY(dsv4_router_create(ctx, &cfg, &dense));
+  DEMO_TRY(dsv4_router_set_weights(dense, (const void *)dw, (const float *)dbias, NULL));
+  DEMO_TRY(dsv4_router_prepare(dense, nmax));
+  DEMO_TRY(dsv4_router_create(ctx, &hcfg, &hash));
+  DEMO_TRY(dsv4_router_set_weights(hash, (const void *)dw, NULL, (const int32_t *)dlut));
+  DEMO_TRY(dsv4_router_prepare(hash, nmax));
+  printf("two routers (dense, hash) prepared in %.1f ms\n\n", dsv4_now_ms() - t0);
   CUstream stream;
-  int rc = 1;
-  if (drv->cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING) != CUDA_SUCCESS ||
-      drv->cuMemAlloc(&a.tokens, sizeof(int32_t) * n) || drv->cuMemAlloc(&a.lut, sizeof(int32_t) * vocab * k) ||
-      drv->cuMemAlloc(&a.w, sizeof(float) * n * k) || drv->cuMemAlloc(&a.ids, sizeof(int32_t) * n * k)) {
-    fprintf(stderr, "dsv4: device allocation failed\n");
-    return 1;
+  DEMO_CU(cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING));
+  dsv4_gate_gemm_plan *gemm = NULL;
+  DEMO_TRY(dsv4_gate_gemm_plan_create(ctx, (int32_t)E, (int32_t)H, nmax, &gemm));
+  static const struct { const char *name; int64_t n; int hash; } rows[] = {
+      {"dense decode N=1", 1, 0}, {"dense decode N=64", 64, 0}, {"dense prefill N=4096", 4096, 0},
+      {"hash (scored) decode N=64", 64, 1}, {"hash (scored) prefill N=4096", 4096, 1}};
+  printf("%-30s %10s %10s %10s %10s   %s\n", "batch", "oracle", "graph us", "cold us", "floor us", "floor");
+  int64_t total_bad = 0;
+  for (size_t i = 0; i < sizeof rows / sizeof rows[0]; ++i) {
+    demo_run d = {rows[i].hash ? hash : dense, dx, dtok, dow, doi, rows[i].n, gemm, dw, dlogits,
+                  rows[i].hash ? &hcfg : &cfg};
+    int64_t bad = demo_check(drv, &d, x, w, rows[i].hash ? NULL : bias, tok, lut, rows[i].hash);
+    total_bad += bad != 0;
+    dsv4_timing tm, floor;
+    DEMO_TRY(dsv4_time_launches(drv, stream, forward_launch, &d, 100, 15, (size_t)ctx->l2_bytes * 4, &tm));
+    const char *floor_name;
+    if (rows[i].n > 64) {
+      DEMO_TRY(dsv4_time_launches(drv, stream, gemm_launch, &d, 20, 15, (size_t)ctx->l2_bytes * 4, &floor));
+      floor_name = "the cuBLASLt GEMM alone";
+    } else {
+      floor.graph_us = 1.15, floor.cold_us = 0;
+      floor_name = "one tiny kernel in a graph";
+    }
+    printf("%-30s %10s %10.2f %10.2f %10.2f   %s\n", rows[i].name, bad == 0 ? "exact" : "MISMATCH", tm.graph_us,
+           tm.cold_us, floor.graph_us, floor_name);
   }
-  drv->cuMemcpyHtoD(a.tokens, tok, sizeof(int32_t) * n);
-  drv->cuMemcpyHtoD(a.lut, lut, sizeof(int32_t) * vocab * k);
-  s = hash_launch(&a, stream);
-  if (s != DSV4_OK) return fail("dsv4_hash_router", s);
-  drv->cuStreamSynchronize(stream);
-  drv->cuMemcpyDtoH(ids, a.ids, sizeof(int32_t) * n * k);
-  drv->cuMemcpyDtoH(w, a.w, sizeof(float) * n * k);
-  int64_t bad_tokens = oracle_hash_uniform(tok, n, lut, vocab, k, 1.0 / k, ref_w, ref_ids);
-  int64_t mismatches = 0;
-  for (int64_t i = 0; i < n * k; ++i) mismatches += ids[i] != ref_ids[i] || (double)w[i] != (double)(float)ref_w[i];
-  printf("hash router, %lld tokens (%lld out of range): %s against the FP64 oracle (%lld mismatches)\n",
-         (long long)n, (long long)bad_tokens, mismatches ? "MISMATCH" : "exact", (long long)mismatches);
-  dsv4_timing tm;
-  s = dsv4_time_launches(drv, stream, hash_launch, &a, 200, 20, (size_t)ctx->l2_bytes * 4, &tm);
-  if (s != DSV4_OK) return fail("timing", s);
-  printf("\n%-28s %12s %12s %12s\n", "op", "graph us", "stream us", "cold-L2 us");
-  printf("%-28s %12.2f %12.2f %12.2f\n", "hash router N=4096", tm.graph_us, tm.stream_us, tm.cold_us);
+  printf("\n(hash layers: %lld out-of-range token ids counted)\n", (long long)dsv4_router_take_error_count(hash));
   dsv4_jit_stats st;
   dsv4_context_jit_stats(ctx, &st);
-  printf("\nJIT: %lld compiled (%.0f ms), %lld from the disk cache (%s)\n", (long long)st.compiles, st.compile_ms,
-         (long long)st.disk_hits, dsv4_cache_dir() ? dsv4_cache_dir() : "disabled");
-  rc = mismatches ? 1 : 0;
-  drv->cuMemFree(a.tokens), drv->cuMemFree(a.lut), drv->cuMemFree(a.w), drv->cuMemFree(a.ids);
+  printf("JIT: %lld compiled (%.0f ms of NVRTC), %lld from the disk cache (%s)\n", (long long)st.compiles,
+         st.compile_ms, (long long)st.disk_hits, dsv4_cache_dir() ? dsv4_cache_dir() : "disabled");
+  dsv4_gate_gemm_plan_destroy(gemm);
+  dsv4_router_destroy(dense);
+  dsv4_router_destroy(hash);
   drv->cuStreamDestroy(stream);
+  CUdeviceptr all[] = {dx, dw, dbias, dlut, dtok, dow, doi, dlogits};
+  for (size_t i = 0; i < 8; ++i) drv->cuMemFree(all[i]);
   dsv4_ctx_leave(ctx, pushed);
   dsv4_context_destroy(ctx);
-  free(lut), free(tok), free(ids), free(ref_ids), free(w), free(ref_w);
-  return rc;
+  free(x), free(w), free(bias), free(lut), free(tok);
+  printf("%s\n", total_bad ? "demo: MISMATCH against the oracle" : "demo: every batch agrees with the FP64 oracle");
+  return total_bad ? 1 : 0;
 }
 
 static int info(void) {

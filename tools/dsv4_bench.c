@@ -3,6 +3,7 @@
  * Every op is checked against the FP64 oracle before it is timed.
  *   dsv4-bench [--calls 200] [--reps 30]
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,234 @@ static void bench_hash(dsv4_context *ctx, CUstream stream, int64_t n) {
   free(lut), free(tok), free(ids), free(rids), free(w), free(rw);
 }
 
+/* ---- decode gate GEMM, split-K partials only (the first of the dense decode router's two kernels) ---- */
+typedef struct gate_decode_args {
+  dsv4_context *ctx;
+  CUdeviceptr x, w, partials;
+  int64_t n;
+  int32_t e, h;
+  int warps;  /* 0 = the built-in shape */
+} gate_decode_args;
+
+static dsv4_status gate_decode_launch(void *user, CUstream stream) {
+  gate_decode_args *a = user;
+  return dsv4_gate_decode_enqueue_ex(a->ctx, stream, (const void *)(uintptr_t)a->x, a->n, (const void *)(uintptr_t)a->w,
+                                     a->e, a->h, (float *)(uintptr_t)a->partials, a->warps, false);
+}
+
+static uint16_t bench_bf16(uint64_t *s) {
+  *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+  const float f = (float)((int)(*s >> 40 & 0xFFFF) - 32768) / 32768.0f;
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+static void bench_gate_decode(dsv4_context *ctx, CUstream stream, int64_t n) {
+  const dsv4_driver *drv = ctx->drv;
+  const int32_t e = 384, h = 7168; /* v4-pro */
+  const int32_t splits = dsv4_gate_decode_splits(h);
+  const size_t nw = (size_t)e * h, nx = (size_t)n * h, np = dsv4_gate_decode_workspace_floats(h, e, n);
+  gate_decode_args a = {ctx, 0, 0, 0, n, e, h, 0};
+  uint16_t *x = malloc(2 * nx), *w = malloc(2 * nw);
+  float *p = malloc(4 * np);
+  double *ref = malloc(sizeof(double) * (size_t)n * e);
+  uint64_t seed = 0x5EEDull + (uint64_t)n;
+  for (size_t i = 0; i < nx; ++i) x[i] = bench_bf16(&seed);
+  for (size_t i = 0; i < nw; ++i) w[i] = bench_bf16(&seed);
+  CHECK(drv->cuMemAlloc(&a.x, 2 * nx) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemAlloc(&a.w, 2 * nw) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemAlloc(&a.partials, 4 * np) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemcpyHtoD(a.x, x, 2 * nx) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemcpyHtoD(a.w, w, 2 * nw) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemsetD8(a.partials, 0xFF, 4 * np) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(gate_decode_launch(&a, stream));
+  CHECK(drv->cuStreamSynchronize(stream) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemcpyDtoH(p, a.partials, 4 * np) ? DSV4_ERR_CUDA : DSV4_OK);
+  /* The slabs summed in split order vs the FP64 oracle: per token, ||got - ref||^2 < (1e-5 ||ref||)^2. */
+  oracle_gate_logits(x, w, n, h, e, ref);
+  for (int64_t t = 0; t < n; ++t) {
+    double num = 0.0, den = 0.0;
+    for (int32_t i = 0; i < e; ++i) {
+      float v = p[(size_t)t * e + i];
+      for (int32_t s = 1; s < splits; ++s) v += p[((size_t)s * n + t) * e + i];
+      const double r = ref[(size_t)t * e + i], d = (double)v - r;
+      num += d == d ? d * d : 1e300;
+      den += r * r;
+    }
+    if (!(num < 1e-10 * den)) {
+      fprintf(stderr, "dsv4-bench: gate GEMM decode N=%lld disagrees with the oracle at token %lld\n", (long long)n,
+              (long long)t);
+      exit(1);
+    }
+  }
+  dsv4_gate_decode_plan plan; /* the shape enqueue picks (it also subtracts the kernel's static smem: none) */
+  int smem_limit = 0;
+  drv->cuDeviceGetAttribute(&smem_limit, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, ctx->dev);
+  dsv4_gate_decode_plan_for(h, e, n, ctx->sm_count, smem_limit, 0, &plan);
+  dsv4_timing t;
+  CHECK(dsv4_time_launches(drv, stream, gate_decode_launch, &a, g_calls, g_reps, (size_t)ctx->l2_bytes * 4, &t));
+  char name[64], extra[160];
+  snprintf(name, sizeof name, "gate GEMM decode (partials only) N=%lld", (long long)n);
+  snprintf(extra, sizeof extra, "W read %.0f GB/s (cold %.0f); %d splits, %d warps/block, grid %u",
+           2.0 * nw / (t.graph_us * 1e3), 2.0 * nw / (t.cold_us * 1e3), splits, plan.warps, plan.grid);
+  row(name, "~1.5-2 us", &t, extra);
+  /* The same with every block shape (graph us): what the built-in choice should be tuned against. */
+  printf("    warps/block sweep, graph us:");
+  for (int wp = 1; wp <= DSV4_GATE_DECODE_MAX_WARPS; ++wp) {
+    gate_decode_args b = a;
+    b.warps = wp;
+    dsv4_timing tw;
+    CHECK(dsv4_time_launches(drv, stream, gate_decode_launch, &b, g_calls, g_reps / 3 + 1, (size_t)1 << 20, &tw));
+    printf(" %d:%.2f", wp, tw.graph_us);
+  }
+  printf("\n");
+  drv->cuMemFree(a.x), drv->cuMemFree(a.w), drv->cuMemFree(a.partials);
+  free(x), free(w), free(p), free(ref);
+}
+
+/* ---- routing primitives: dsv4_topk_select and dsv4_activation_topk ---- */
+typedef struct routing_args {
+  dsv4_context *ctx;
+  CUdeviceptr in, bias, v, i;
+  int64_t rows, cols;
+  int32_t k;
+} routing_args;
+
+static dsv4_status topk_launch(void *user, CUstream stream) {
+  routing_args *a = user;
+  return dsv4_topk_select(a->ctx, stream, (const float *)(uintptr_t)a->in, a->rows, a->cols, a->cols, a->k,
+                          (float *)(uintptr_t)a->v, (int32_t *)(uintptr_t)a->i);
+}
+
+static dsv4_status act_launch(void *user, CUstream stream) {
+  routing_args *a = user;
+  return dsv4_activation_topk(a->ctx, stream, (const float *)(uintptr_t)a->in, a->rows, (int32_t)a->cols,
+                              (const float *)(uintptr_t)a->bias, a->k, 2.5f, (float *)(uintptr_t)a->v,
+                              (int32_t *)(uintptr_t)a->i);
+}
+
+/* Roughly N(0, 2): a sum of 4 uniforms, from the same generator as bench_bf16. */
+static float bench_logit(uint64_t *s) {
+  float acc = 0.0f;
+  for (int i = 0; i < 4; ++i) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    acc += (float)((double)(*s >> 11) / 9007199254740992.0) - 0.5f;
+  }
+  return acc * 3.46f;
+}
+
+static routing_args routing_setup(dsv4_context *ctx, int64_t rows, int64_t cols, int32_t k, float **host,
+                                  float **host_bias) {
+  const dsv4_driver *drv = ctx->drv;
+  routing_args a = {ctx, 0, 0, 0, 0, rows, cols, k};
+  const size_t n = (size_t)rows * (size_t)cols, out = (size_t)rows * (size_t)k;
+  *host = malloc(4 * n);
+  *host_bias = malloc(4 * (size_t)cols);
+  uint64_t seed = 0xB1A5ull + (uint64_t)(rows * 31 + cols);
+  for (size_t i = 0; i < n; ++i) (*host)[i] = bench_logit(&seed);
+  for (int64_t e = 0; e < cols; ++e) (*host_bias)[e] = 0.05f * bench_logit(&seed);
+  CHECK(drv->cuMemAlloc(&a.in, 4 * n) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemAlloc(&a.bias, 4 * (size_t)cols) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemAlloc(&a.v, 4 * out) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemAlloc(&a.i, 4 * out) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemcpyHtoD(a.in, *host, 4 * n) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemcpyHtoD(a.bias, *host_bias, 4 * (size_t)cols) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemsetD8(a.v, 0xFF, 4 * out) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemsetD8(a.i, 0xFF, 4 * out) ? DSV4_ERR_CUDA : DSV4_OK);
+  return a;
+}
+
+static void routing_teardown(routing_args *a) {
+  const dsv4_driver *drv = a->ctx->drv;
+  drv->cuMemFree(a->in), drv->cuMemFree(a->bias), drv->cuMemFree(a->v), drv->cuMemFree(a->i);
+}
+
+/* topk_select rows x cols: checked against the oracle (every row up to 4096 rows, else every 16th), then
+ * timed. Effective bandwidth = 4 bytes x rows x cols (the scores read once) / time. */
+static void bench_topk_select(dsv4_context *ctx, CUstream stream, int64_t rows, int64_t cols, int32_t k, double copy_gbps) {
+  const dsv4_driver *drv = ctx->drv;
+  float *in, *bias;
+  routing_args a = routing_setup(ctx, rows, cols, k, &in, &bias);
+  CHECK(topk_launch(&a, stream));
+  CHECK(drv->cuStreamSynchronize(stream) ? DSV4_ERR_CUDA : DSV4_OK);
+  const size_t out = (size_t)rows * k;
+  float *v = malloc(4 * out), *rv = malloc(4 * (size_t)k);
+  int32_t *idx = malloc(4 * out), *ri = malloc(4 * (size_t)k);
+  CHECK(drv->cuMemcpyDtoH(v, a.v, 4 * out) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemcpyDtoH(idx, a.i, 4 * out) ? DSV4_ERR_CUDA : DSV4_OK);
+  const int64_t step = rows <= 4096 ? 1 : 16;
+  for (int64_t r = 0; r < rows; r += step) {
+    oracle_topk_select_row(in + r * cols, cols, k, rv, ri);
+    for (int32_t j = 0; j < k; ++j)
+      if (idx[r * k + j] != ri[j] || memcmp(&v[r * k + j], &rv[j], 4) != 0) {
+        fprintf(stderr, "dsv4-bench: topk_select %lldx%lld k=%d disagrees with the oracle at row %lld slot %d\n",
+                (long long)rows, (long long)cols, k, (long long)r, j);
+        exit(1);
+      }
+  }
+  dsv4_timing t;
+  const size_t flush = (size_t)ctx->l2_bytes * 4;
+  CHECK(dsv4_time_launches(drv, stream, topk_launch, &a, rows * cols > ((int64_t)1 << 22) ? g_calls / 4 + 1 : g_calls,
+                           g_reps, flush, &t));
+  char name[64], extra[160];
+  snprintf(name, sizeof name, "topk_select %lldx%lld k=%d", (long long)rows, (long long)cols, k);
+  const double bytes = 4.0 * (double)rows * (double)cols, gbs = bytes / (t.graph_us * 1e3);
+  snprintf(extra, sizeof extra, "%.0f GB/s scores read = %.0f%% of copy read rate (copy %.0f GB/s / 2)", gbs,
+           100.0 * gbs / (copy_gbps / 2.0), copy_gbps);
+  row(name, cols >= 131072 ? "info; >=1.5TB/s" : "", &t, extra);
+  routing_teardown(&a);
+  free(in), free(bias), free(v), free(rv), free(idx), free(ri);
+}
+
+/* activation_topk N x E (bias on, scale 2.5): checked against the FP64 oracle on every 8th token (ids
+ * exact unless the two selection scores are within 1e-6 relative; weights within 1e-5 relative), then timed.
+ * Effective bandwidth = the logits bytes (4 x N x E) / time, as a share of the copy's read rate. */
+static void bench_activation_topk(dsv4_context *ctx, CUstream stream, int64_t n, int32_t e, int32_t k, double copy_gbps) {
+  const dsv4_driver *drv = ctx->drv;
+  float *in, *bias;
+  routing_args a = routing_setup(ctx, n, e, k, &in, &bias);
+  CHECK(act_launch(&a, stream));
+  CHECK(drv->cuStreamSynchronize(stream) ? DSV4_ERR_CUDA : DSV4_OK);
+  const size_t out = (size_t)n * k;
+  float *w = malloc(4 * out);
+  int32_t *ids = malloc(4 * out), rid[16];
+  double rw[16], *sel = malloc(8 * (size_t)e), sk[16];
+  CHECK(drv->cuMemcpyDtoH(w, a.v, 4 * out) ? DSV4_ERR_CUDA : DSV4_OK);
+  CHECK(drv->cuMemcpyDtoH(ids, a.i, 4 * out) ? DSV4_ERR_CUDA : DSV4_OK);
+  for (int64_t t = 0; t < n; t += 8) {
+    oracle_route_logits(in + t * e, 1, e, bias, k, 2.5, rw, rid, sel);
+    for (int32_t j = 0; j < k; ++j) {
+      const int32_t g = ids[t * k + j];
+      int ok = g >= 0 && g < e;
+      if (ok && g != rid[j]) ok = fabs(sel[g] - sel[rid[j]]) <= 1e-6 * fmax(fabs(sel[g]), fabs(sel[rid[j]]));
+      if (ok) sk[j] = oracle_score((double)in[t * e + g]);
+      if (!ok) {
+        fprintf(stderr, "dsv4-bench: activation_topk %lldx%d k=%d: token %lld slot %d id %d, oracle %d\n",
+                (long long)n, e, k, (long long)t, j, g, rid[j]);
+        exit(1);
+      }
+    }
+    oracle_weights(sk, k, 2.5, rw);
+    for (int32_t j = 0; j < k; ++j)
+      if (!(fabs((double)w[t * k + j] - rw[j]) <= 1e-5 * fabs(rw[j]))) {
+        fprintf(stderr, "dsv4-bench: activation_topk %lldx%d k=%d: token %lld slot %d weight %.9g, oracle %.9g\n",
+                (long long)n, e, k, (long long)t, j, w[t * k + j], rw[j]);
+        exit(1);
+      }
+  }
+  dsv4_timing t;
+  CHECK(dsv4_time_launches(drv, stream, act_launch, &a, g_calls, g_reps, (size_t)ctx->l2_bytes * 4, &t));
+  char name[64], extra[160];
+  snprintf(name, sizeof name, "activation_topk %lldx%d k=%d", (long long)n, e, k);
+  const double gbs = 4.0 * (double)n * e / (t.graph_us * 1e3);
+  snprintf(extra, sizeof extra, "%.0f GB/s logits read = %.0f%% of copy read rate (copy %.0f GB/s / 2)", gbs,
+           100.0 * gbs / (copy_gbps / 2.0), copy_gbps);
+  row(name, e == 384 ? ">=70% copy rd" : "", &t, extra);
+  routing_teardown(&a);
+  free(in), free(bias), free(w), free(ids), free(sel);
+}
+
 /* ---- JIT: cold compile and warm start ---- */
 static void bench_jit(dsv4_context *ctx) {
   dsv4_router_config cfg;
@@ -100,12 +329,16 @@ static void bench_jit(dsv4_context *ctx) {
   }
   double one = dsv4_median(t, 3);
   double t0 = dsv4_now_ms();
-  for (int i = 0; i < n; ++i) {
-    dsv4_cubin c;
-    CHECK(dsv4_jit_compile(jit, &specs[i], arch, &c));
-    dsv4_cubin_free(&c);
-  }
+  dsv4_cubin cubins[DSV4_MAX_ROUTER_KERNELS];
+  CHECK(dsv4_jit_get_many(jit, specs, n, arch, false, cubins));  /* what prepare does: in parallel */
   double all = dsv4_now_ms() - t0;
+  for (int i = 0; i < n; ++i) dsv4_cubin_free(&cubins[i]);
+  for (int i = 0; i < n; ++i) {  /* each kernel alone, to show where the time goes */
+    double t1 = dsv4_now_ms();
+    CHECK(dsv4_jit_compile(jit, &specs[i], arch, &cubins[i]));
+    printf("  cold compile %-40s %7.1f ms\n", specs[i].name_expr, dsv4_now_ms() - t1);
+    dsv4_cubin_free(&cubins[i]);
+  }
   dsv4_jit_destroy(jit);
   /* Warm: publish into a fresh folder, then a fresh JIT reads every kernel back (and loads it, with a GPU). */
   char dir[] = "/tmp/dsv4-bench-XXXXXX";
@@ -141,7 +374,7 @@ static void bench_jit(dsv4_context *ctx) {
   dsv4_jit_get_stats(jit, &st);
   dsv4_jit_destroy(jit);
   printf("%-34s %9.1f ms  (target <= 250 ms)\n", "NVRTC cold compile, one kernel", one);
-  printf("%-34s %9.1f ms  (%d kernel(s), serial; target <= 400 ms)\n", "NVRTC cold compile, whole router", all, n);
+  printf("%-34s %9.1f ms  (%d kernel(s) in parallel; target <= 400 ms)\n", "NVRTC cold compile, whole router", all, n);
   printf("%-34s %9.2f ms  (%lld disk hits, %lld compiles%s; target <= 2 ms)\n", "warm start from the disk cache", warm,
          (long long)st.disk_hits, (long long)st.compiles, ctx ? ", modules loaded" : ", no GPU: read only");
   char cmd[128];
@@ -177,6 +410,14 @@ int main(int argc, char **argv) {
   bench_hash(ctx, stream, 1);
   bench_hash(ctx, stream, 4096);
   bench_hash(ctx, stream, 65536);
+  for (int64_t n = 1; n <= 64; n = n == 1 ? 8 : n * 2)
+    if (n != 16) bench_gate_decode(ctx, stream, n);
+  bench_topk_select(ctx, stream, 16384, 384, 6, gbps);
+  bench_topk_select(ctx, stream, 65536, 384, 6, gbps);
+  bench_activation_topk(ctx, stream, 16384, 384, 6, gbps);
+  bench_activation_topk(ctx, stream, 16384, 256, 6, gbps);
+  bench_topk_select(ctx, stream, 64, 131072, 512, gbps);
+  bench_topk_select(ctx, stream, 64, 131072, 2048, gbps);
   printf("\n");
   bench_jit(ctx);
   drv->cuStreamDestroy(stream);
