@@ -1,6 +1,7 @@
 /* The only process-wide state of dsv4: the driver table and the environment, each set up once. */
 #include "driver.h"
 
+#include <cudaTypedefs.h>
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -76,12 +77,14 @@ static void driver_load(void) {
     snprintf(g_drv_error, sizeof g_drv_error, "%s has no cuGetProcAddress; the driver is too old", g_drv_lib);
     return;  /* the handle stays open: unloading a driver is never worth the risk */
   }
-#define DSV4_DRIVER_LOOKUP(name)                                                                  \
+#define DSV4_DRIVER_LOOKUP(name, version)                                                         \
   {                                                                                               \
+    _Static_assert(__builtin_types_compatible_p(__typeof__(&name), PFN_##name##_v##version),      \
+                   #name ": cuda.h's prototype is not the ABI version requested");                \
     void *p = NULL;                                                                               \
     CUdriverProcAddressQueryResult q = CU_GET_PROC_ADDRESS_SUCCESS;                               \
-    CUresult r = gp2 ? gp2(#name, &p, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, &q)              \
-                     : gp1(#name, &p, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT);                 \
+    CUresult r = gp2 ? gp2(#name, &p, version, CU_GET_PROC_ADDRESS_DEFAULT, &q)                   \
+                     : gp1(#name, &p, version, CU_GET_PROC_ADDRESS_DEFAULT);                      \
     if (r != CUDA_SUCCESS || !p) {                                                                \
       snprintf(g_drv_error, sizeof g_drv_error,                                                   \
                "the CUDA driver %s lacks %s (error %d); a driver for CUDA %d.%d or newer is needed", \

@@ -10,23 +10,28 @@
 
 #include "internal.h"
 
-/* X(name): every driver entry point dsv4 (and its tests and tools) uses. */
-#define DSV4_DRIVER_FUNCS(X)                                                                     \
-  X(cuInit) X(cuDriverGetVersion) X(cuGetErrorName) X(cuGetErrorString) X(cuDeviceGetCount)      \
-  X(cuDeviceGet) X(cuDeviceGetAttribute) X(cuDeviceGetName) X(cuDevicePrimaryCtxRetain)          \
-  X(cuDevicePrimaryCtxRelease) X(cuCtxGetCurrent) X(cuCtxSetCurrent) X(cuCtxPushCurrent)         \
-  X(cuCtxPopCurrent) X(cuCtxSynchronize) X(cuModuleLoadData) X(cuModuleUnload)                   \
-  X(cuModuleGetFunction) X(cuFuncSetAttribute) X(cuFuncGetAttribute) X(cuLaunchKernel)           \
-  X(cuLaunchKernelEx) X(cuMemAlloc) X(cuMemFree) X(cuMemcpyHtoD) X(cuMemcpyDtoH)                 \
-  X(cuMemcpyDtoD) X(cuMemcpyDtoDAsync) X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemsetD8)   \
-  X(cuMemsetD32) X(cuMemsetD8Async) X(cuMemsetD32Async) X(cuMemGetInfo) X(cuStreamCreate)         \
-  X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamBeginCapture) X(cuStreamEndCapture)        \
-  X(cuStreamIsCapturing) X(cuGraphInstantiate) X(cuGraphLaunch) X(cuGraphExecDestroy)             \
-  X(cuGraphDestroy) X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord) X(cuEventSynchronize)    \
-  X(cuEventElapsedTime)
+/* X(name, version): every driver entry point dsv4 (and its tests and tools) uses, with the ABI version to
+ * ask cuGetProcAddress for: the one whose prototype cuda.h declares under that name (checked at compile
+ * time in driver.c against cudaTypedefs.h). Asking for "the newest" is wrong: CUDA 13 gives
+ * cuCtxSynchronize a context argument, and a caller of the old prototype would pass garbage. */
+#define DSV4_DRIVER_FUNCS(X) \
+  X(cuInit, 2000) X(cuDriverGetVersion, 2020) X(cuGetErrorName, 6000) X(cuGetErrorString, 6000) \
+  X(cuDeviceGetCount, 2000) X(cuDeviceGet, 2000) X(cuDeviceGetAttribute, 2000) X(cuDeviceGetName, 2000) \
+  X(cuDevicePrimaryCtxRetain, 7000) X(cuDevicePrimaryCtxRelease, 11000) X(cuCtxGetCurrent, 4000) \
+  X(cuCtxSetCurrent, 4000) X(cuCtxPushCurrent, 4000) X(cuCtxPopCurrent, 4000) X(cuCtxSynchronize, 2000) \
+  X(cuModuleLoadData, 2000) X(cuModuleUnload, 2000) X(cuModuleGetFunction, 2000) \
+  X(cuFuncSetAttribute, 9000) X(cuFuncGetAttribute, 2020) X(cuLaunchKernel, 4000) \
+  X(cuLaunchKernelEx, 11060) X(cuMemAlloc, 3020) X(cuMemFree, 3020) X(cuMemcpyHtoD, 3020) \
+  X(cuMemcpyDtoH, 3020) X(cuMemcpyDtoD, 3020) X(cuMemcpyDtoDAsync, 3020) X(cuMemcpyHtoDAsync, 3020) \
+  X(cuMemcpyDtoHAsync, 3020) X(cuMemsetD8, 3020) X(cuMemsetD32, 3020) X(cuMemsetD8Async, 3020) \
+  X(cuMemsetD32Async, 3020) X(cuMemGetInfo, 3020) X(cuStreamCreate, 2000) X(cuStreamDestroy, 4000) \
+  X(cuStreamSynchronize, 2000) X(cuStreamBeginCapture, 10010) X(cuStreamEndCapture, 10000) \
+  X(cuStreamIsCapturing, 10000) X(cuGraphInstantiateWithFlags, 11040) X(cuGraphLaunch, 10000) \
+  X(cuGraphExecDestroy, 10000) X(cuGraphDestroy, 10000) X(cuEventCreate, 2000) X(cuEventDestroy, 4000) \
+  X(cuEventRecord, 2000) X(cuEventSynchronize, 2000) X(cuEventElapsedTime, 2000)
 
 typedef struct dsv4_driver {
-#define DSV4_DRIVER_MEMBER(name) __typeof__(&name) name;
+#define DSV4_DRIVER_MEMBER(name, version) __typeof__(&name) name;
   DSV4_DRIVER_FUNCS(DSV4_DRIVER_MEMBER)
 #undef DSV4_DRIVER_MEMBER
   int driver_version; /* cuDriverGetVersion, e.g. 13000 */
