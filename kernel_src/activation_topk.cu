@@ -38,6 +38,69 @@ __global__ void __launch_bounds__(32 * kActTokensPerBlock)
 #if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+  if (splits > 1) {
+    // Decode (N <= 64, many slabs): one token per block, so a token's slab reads are spread over 128 threads
+    // and issued together (one round trip per 8 slabs) instead of one dependent round trip per slab on one
+    // warp. Same sums in the same order, same activation and keys as the warp path below: same bits.
+    constexpr int EPT = (E + 127) / 128;   // experts per thread
+    constexpr int SC = 8;                  // slabs loaded at once
+    __shared__ u64 skey[E];
+    __shared__ float spay[E];
+    for (i64 t = blockIdx.x; t < num_tokens; t += gridDim.x) {
+      const float* row = logits + t * E;
+      float acc[EPT];
+      for (int s0 = 0; s0 < splits; s0 += SC) {
+        float v[EPT][SC];
+#pragma unroll
+        for (int i = 0; i < EPT; ++i) {
+          const int e = threadIdx.x + 128 * i;
+#pragma unroll
+          for (int u = 0; u < SC; ++u)
+            v[i][u] = (e < E && s0 + u < splits) ? __ldg(row + (i64)(s0 + u) * split_stride + e) : 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < EPT; ++i) {
+#pragma unroll
+          for (int u = 0; u < SC; ++u) {
+            if (s0 + u < splits) acc[i] = (s0 + u == 0) ? v[i][u] : acc[i] + v[i][u];
+          }
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < EPT; ++i) {
+        const int e = threadIdx.x + 128 * i;
+        if (e < E) {
+          const float sv = sqrt_softplus(acc[i]);
+          skey[e] = topk_key(sv + (bias != nullptr ? __ldg(bias + e) : 0.0f), e);
+          spay[e] = sv;
+        }
+      }
+      __syncthreads();
+      if (threadIdx.x < 32) {
+        u64 key[C];
+        float sc[C];
+#pragma unroll
+        for (int i = 0; i < C; ++i) {
+          const int e = lane_slot_index(lane, i);
+          key[i] = e < E ? skey[e] : 0ull;
+          sc[i] = e < E ? spay[e] : 0.0f;
+        }
+        WeightSum acc2;
+        float my_s = 0.0f;
+        int my_id = 0;
+        warp_topk<K, C>(key, sc, [&](int j, u64 wk, float ws) {
+          acc2.add(ws);
+          if (lane == j) my_s = ws, my_id = topk_key_index(wk);
+        });
+        if (lane < K) {
+          topk_weights[t * K + lane] = acc2.weight(my_s, scale, K);
+          topk_ids[t * K + lane] = my_id;
+        }
+      }
+      __syncthreads();
+    }
+    return;
+  }
   const i64 step = (i64)gridDim.x * kActTokensPerBlock;
   for (i64 t = (i64)blockIdx.x * kActTokensPerBlock + (threadIdx.x >> 5); t < num_tokens; t += step) {
     float s[C];

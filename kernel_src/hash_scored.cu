@@ -46,11 +46,24 @@ __global__ void __launch_bounds__(256)
       float s[K];
 #pragma unroll
       for (int j = 0; j < K; ++j) s[j] = __ldg(p + e[j]);
+      // The remaining slabs, 4 at a time: all 4*K gathers are issued before any add, and the adds keep
+      // split order (((p0 + p1) + p2) + ...), so decode costs a few round trips, not one per slab.
 #pragma unroll 1
-      for (int sp = 1; sp < splits; ++sp) {
-        const float* q = p + (i64)sp * split_stride;
+      for (int s0 = 1; s0 < splits; s0 += 4) {
+        float v[4][K];
 #pragma unroll
-        for (int j = 0; j < K; ++j) s[j] += __ldg(q + e[j]);
+        for (int u = 0; u < 4; ++u) {
+          const float* q = p + (i64)(s0 + u) * split_stride;
+#pragma unroll
+          for (int j = 0; j < K; ++j) v[u][j] = s0 + u < splits ? __ldg(q + e[j]) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+#pragma unroll
+          for (int j = 0; j < K; ++j) {
+            if (s0 + u < splits) s[j] += v[u][j];
+          }
+        }
       }
       WeightSum acc;
 #pragma unroll

@@ -56,7 +56,8 @@ dsv4_status dsv4_activation_topk_enqueue(dsv4_context *ctx, CUstream stream, con
   CUfunction fn = NULL;
   DSV4_TRY(dsv4_ctx_function(ctx, &spec, &fn));
   if (num_splits == 1) split_stride = 0;   /* unused; keeps the kernel's alignment test about the logits */
-  int64_t grid = (num_tokens + TOKENS_PER_BLOCK - 1) / TOKENS_PER_BLOCK;
+  /* One warp per token; with several slabs (decode) one block per token. */
+  int64_t grid = num_splits > 1 ? num_tokens : (num_tokens + TOKENS_PER_BLOCK - 1) / TOKENS_PER_BLOCK;
   if (grid > ((int64_t)1 << 30)) grid = (int64_t)1 << 30;   /* the kernel loops over tokens beyond the grid */
   void *args[] = {&logits, &num_splits, &split_stride, &num_tokens, &bias, &scale, &w, &ids};
   bool pushed = false;
