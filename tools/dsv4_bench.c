@@ -382,6 +382,88 @@ static void bench_jit(dsv4_context *ctx) {
   if (system(cmd) != 0) fprintf(stderr, "dsv4-bench: could not remove %s\n", dir);
 }
 
+/* ---- the router: decode and prefill, beside the cuBLASLt GEMM alone ---- */
+typedef struct router_args {
+  dsv4_router *r;
+  dsv4_gate_gemm_plan *gemm;
+  CUdeviceptr x, w, logits, out_w, out_ids;
+  int64_t n;
+} router_args;
+
+static dsv4_status router_launch(void *user, CUstream stream) {
+  router_args *a = user;
+  return dsv4_router_forward(a->r, stream, (const void *)a->x, NULL, a->n, (float *)a->out_w, (int32_t *)a->out_ids);
+}
+static dsv4_status gemm_only_launch(void *user, CUstream stream) {
+  router_args *a = user;
+  return dsv4_gate_gemm_enqueue_all(a->gemm, stream, (const void *)a->w, (const void *)a->x, a->n, (float *)a->logits);
+}
+
+static void bench_router(dsv4_context *ctx, CUstream stream, const char *preset) {
+  const dsv4_driver *drv = ctx->drv;
+  dsv4_router_config c;
+  CHECK(dsv4_router_config_preset(preset, DSV4_ROUTER_DENSE, &c));
+  const int64_t nmax = 16384, H = c.hidden_size, E = c.num_experts, k = c.top_k;
+  uint16_t *x = malloc(2 * (size_t)(nmax * H)), *w = malloc(2 * (size_t)(E * H));
+  float *bias = malloc(4 * (size_t)E), *ow = malloc(4 * (size_t)(nmax * k));
+  int32_t *oi = malloc(4 * (size_t)(nmax * k));
+  uint64_t seed = 0x1234567;
+  for (int64_t i = 0; i < nmax * H; ++i) x[i] = bench_bf16(&seed);
+  for (int64_t i = 0; i < E * H; ++i) w[i] = bench_bf16(&seed);
+  for (int64_t i = 0; i < E; ++i) bias[i] = (float)(i % 7) * 0.01f;
+  router_args a = {0};
+  CUdeviceptr dbias;
+  drv->cuMemAlloc(&a.x, 2 * (size_t)(nmax * H));
+  drv->cuMemAlloc(&a.w, 2 * (size_t)(E * H));
+  drv->cuMemAlloc(&dbias, 4 * (size_t)E);
+  drv->cuMemAlloc(&a.logits, 4 * (size_t)(nmax * E));
+  drv->cuMemAlloc(&a.out_w, 4 * (size_t)(nmax * k));
+  drv->cuMemAlloc(&a.out_ids, 4 * (size_t)(nmax * k));
+  drv->cuMemcpyHtoD(a.x, x, 2 * (size_t)(nmax * H));
+  drv->cuMemcpyHtoD(a.w, w, 2 * (size_t)(E * H));
+  drv->cuMemcpyHtoD(dbias, bias, 4 * (size_t)E);
+  CHECK(dsv4_router_create(ctx, &c, &a.r));
+  CHECK(dsv4_router_set_weights(a.r, (const void *)a.w, (const float *)dbias, NULL));
+  CHECK(dsv4_router_prepare(a.r, nmax));
+  CHECK(dsv4_gate_gemm_plan_create(ctx, (int32_t)E, (int32_t)H, 4096, &a.gemm));
+  static const int64_t ns[] = {1, 8, 32, 64, 4096, 16384};
+  for (int i = 0; i < 6; ++i) {
+    a.n = ns[i];
+    CHECK(router_launch(&a, stream));
+    drv->cuStreamSynchronize(stream);
+    drv->cuMemcpyDtoH(ow, a.out_w, 4 * (size_t)(a.n * k));
+    drv->cuMemcpyDtoH(oi, a.out_ids, 4 * (size_t)(a.n * k));
+    int64_t step = a.n <= 64 ? 1 : a.n / 32, bad = 0;
+    for (int64_t t = 0; t < a.n; t += step)
+      bad += oracle_check_routed_token(x + t * H, w, (int32_t)H, (int32_t)E, bias, (int32_t)k, c.routed_scaling_factor,
+                                       0, 0, NULL, 0, ow + t * k, oi + t * k, NULL, 0);
+    if (bad) {
+      fprintf(stderr, "dsv4-bench: %s router N=%lld disagrees with the oracle on %lld tokens\n", preset,
+              (long long)a.n, (long long)bad);
+      exit(1);
+    }
+    dsv4_timing t, g;
+    int calls = a.n > 64 ? 20 : g_calls;
+    CHECK(dsv4_time_launches(drv, stream, router_launch, &a, calls, g_reps, (size_t)ctx->l2_bytes * 4, &t));
+    char name[64], extra[128];
+    snprintf(name, sizeof name, "router %s %s N=%lld", preset, a.n <= 64 ? "decode" : "prefill", (long long)a.n);
+    if (a.n > 64) {
+      CHECK(dsv4_time_launches(drv, stream, gemm_only_launch, &a, calls, g_reps, (size_t)ctx->l2_bytes * 4, &g));
+      snprintf(extra, sizeof extra, "cuBLASLt GEMM alone %.2f us (cold %.2f): %.2fx", g.graph_us, g.cold_us,
+               t.graph_us / g.graph_us);
+      row(name, "<= 1.10x GEMM", &t, extra);
+    } else {
+      snprintf(extra, sizeof extra, "W %.1f MB", 2.0 * (double)(E * H) / 1e6);
+      row(name, "<= 3 / 4 us", &t, extra);
+    }
+  }
+  dsv4_gate_gemm_plan_destroy(a.gemm);
+  dsv4_router_destroy(a.r);
+  CUdeviceptr all[] = {a.x, a.w, dbias, a.logits, a.out_w, a.out_ids};
+  for (int i = 0; i < 6; ++i) drv->cuMemFree(all[i]);
+  free(x), free(w), free(bias), free(ow), free(oi);
+}
+
 int main(int argc, char **argv) {
   for (int i = 1; i + 1 < argc; ++i) {
     if (!strcmp(argv[i], "--calls")) g_calls = atoi(argv[i + 1]);
@@ -412,6 +494,8 @@ int main(int argc, char **argv) {
   bench_hash(ctx, stream, 65536);
   for (int64_t n = 1; n <= 64; n = n == 1 ? 8 : n * 2)
     if (n != 16) bench_gate_decode(ctx, stream, n);
+  bench_router(ctx, stream, "v4-pro");
+  bench_router(ctx, stream, "v4-flash");
   bench_topk_select(ctx, stream, 16384, 384, 6, gbps);
   bench_topk_select(ctx, stream, 65536, 384, 6, gbps);
   bench_activation_topk(ctx, stream, 16384, 384, 6, gbps);
