@@ -25,7 +25,7 @@
   X(cuMemcpyDtoH, 3020) X(cuMemcpyDtoD, 3020) X(cuMemcpyDtoDAsync, 3020) X(cuMemcpyHtoDAsync, 3020) \
   X(cuMemcpyDtoHAsync, 3020) X(cuMemsetD8, 3020) X(cuMemsetD32, 3020) X(cuMemsetD8Async, 3020) \
   X(cuMemsetD32Async, 3020) X(cuMemGetInfo, 3020) X(cuStreamCreate, 2000) X(cuStreamDestroy, 4000) \
-  X(cuStreamSynchronize, 2000) X(cuStreamBeginCapture, 10010) X(cuStreamEndCapture, 10000) \
+  X(cuStreamSynchronize, 2000) X(cuStreamWaitEvent, 3020) X(cuStreamBeginCapture, 10010) X(cuStreamEndCapture, 10000) \
   X(cuStreamIsCapturing, 10000) X(cuGraphInstantiateWithFlags, 11040) X(cuGraphLaunch, 10000) \
   X(cuGraphExecDestroy, 10000) X(cuGraphDestroy, 10000) X(cuEventCreate, 2000) X(cuEventDestroy, 4000) \
   X(cuEventRecord, 2000) X(cuEventSynchronize, 2000) X(cuEventElapsedTime, 2000)

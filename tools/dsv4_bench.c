@@ -382,6 +382,54 @@ static void bench_jit(dsv4_context *ctx) {
   if (system(cmd) != 0) fprintf(stderr, "dsv4-bench: could not remove %s\n", dir);
 }
 
+/* ---- decode breakdown: where the router's decode time goes (GEMM, routing, the pair, PDL or not) ---- */
+typedef struct decode_parts {
+  dsv4_context *ctx;
+  CUdeviceptr x, w, partials, out_w, out_ids, tok, lut;
+  int64_t n;
+  int32_t e, h, k, splits, mode;  /* mode: 0 gemm, 1 route, 2 gemm+route plain, 3 gemm+route PDL, 4 hash PDL */
+} decode_parts;
+
+static dsv4_status decode_parts_launch(void *user, CUstream stream) {
+  decode_parts *a = user;
+  if (a->mode != 1)
+    DSV4_TRY(dsv4_gate_decode_enqueue(a->ctx, stream, (const void *)a->x, a->n, (const void *)a->w, a->e, a->h,
+                                      (float *)a->partials));
+  if (a->mode == 0) return DSV4_OK;
+  if (a->mode == 4)
+    return dsv4_hash_scored_enqueue(a->ctx, stream, (const float *)a->partials, a->splits, a->n * a->e,
+                                    (const int32_t *)a->tok, a->n, a->e, (const int32_t *)a->lut, 1000, a->k, 2.5f,
+                                    (float *)a->out_w, (int32_t *)a->out_ids, NULL, true);
+  return dsv4_activation_topk_enqueue(a->ctx, stream, (const float *)a->partials, a->splits, a->n * a->e, a->n, a->e,
+                                      NULL, a->k, 2.5f, (float *)a->out_w, (int32_t *)a->out_ids, a->mode == 3);
+}
+
+static void bench_decode_breakdown(dsv4_context *ctx, CUstream stream, int64_t n) {
+  const dsv4_driver *drv = ctx->drv;
+  decode_parts a = {ctx, 0, 0, 0, 0, 0, 0, 0, n, 384, 7168, 6, dsv4_gate_decode_splits(7168), 0};
+  drv->cuMemAlloc(&a.x, 2 * (size_t)(64 * a.h));
+  drv->cuMemAlloc(&a.w, 2 * (size_t)(a.e * a.h));
+  drv->cuMemAlloc(&a.partials, 4 * (size_t)(a.splits * 64 * a.e));
+  drv->cuMemAlloc(&a.out_w, 4 * 64 * 16);
+  drv->cuMemAlloc(&a.out_ids, 4 * 64 * 16);
+  drv->cuMemAlloc(&a.tok, 4 * 64);
+  drv->cuMemAlloc(&a.lut, 4 * 1000 * 6);
+  drv->cuMemsetD8(a.x, 0x3c, 2 * (size_t)(64 * a.h));
+  drv->cuMemsetD8(a.w, 0x3c, 2 * (size_t)(a.e * a.h));
+  drv->cuMemsetD32(a.tok, 7, 64);
+  drv->cuMemsetD32(a.lut, 3, 6000);
+  static const char *names[] = {"gemm alone", "route alone", "gemm+route", "gemm+route PDL", "gemm+hash PDL"};
+  printf("decode breakdown v4-pro N=%lld:", (long long)n);
+  for (int m = 0; m < 5; ++m) {
+    a.mode = m;
+    dsv4_timing t;
+    CHECK(dsv4_time_launches(drv, stream, decode_parts_launch, &a, g_calls, g_reps, (size_t)ctx->l2_bytes * 4, &t));
+    printf("  %s %.2f us (stream %.2f)%s", names[m], t.graph_us, t.stream_us, m < 4 ? ";" : "\n");
+  }
+  CUdeviceptr all[] = {a.x, a.w, a.partials, a.out_w, a.out_ids, a.tok, a.lut};
+  for (int i = 0; i < 7; ++i) drv->cuMemFree(all[i]);
+}
+
 /* ---- the router: decode and prefill, beside the cuBLASLt GEMM alone ---- */
 typedef struct router_args {
   dsv4_router *r;
@@ -494,6 +542,8 @@ int main(int argc, char **argv) {
   bench_hash(ctx, stream, 65536);
   for (int64_t n = 1; n <= 64; n = n == 1 ? 8 : n * 2)
     if (n != 16) bench_gate_decode(ctx, stream, n);
+  bench_decode_breakdown(ctx, stream, 1);
+  bench_decode_breakdown(ctx, stream, 64);
   bench_router(ctx, stream, "v4-pro");
   bench_router(ctx, stream, "v4-flash");
   bench_topk_select(ctx, stream, 16384, 384, 6, gbps);
