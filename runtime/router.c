@@ -3,11 +3,10 @@
  *
  * Dense mode, N <= decode_max: gate_decode writes split-K partial logits [S][N][E] (S depends on H only),
  *   then activation_topk sums them in split order and routes, launched with PDL: 2 launches.
- * Dense mode, N > decode_max: chunks of at most DSV4_PREFILL_CHUNK rows (smaller for mid-size N, so there
- *   are at least 4). The cuBLASLt GEMM of chunk i writes logits buffer i % 2 on the caller's stream, and the
- *   routing of chunk i runs on the router's side stream, forked and joined with events, so it overlaps the
- *   (compute-bound) GEMM of chunk i + 1. Two chunk buffers: the workspace does not grow with N, and the
- *   whole pattern is capturable in a CUDA graph.
+ * Dense mode, N > decode_max: for each chunk of at most DSV4_PREFILL_CHUNK rows, the cuBLASLt GEMM writes
+ *   logits [rows][E], then activation_topk routes that chunk. The workspace does not grow with N.
+ *   (Routing chunk i on a second stream while the GEMM of chunk i + 1 runs was measured on H200 and was
+ *   slower: the routing blocks take the SMs the GEMM's CTAs need. See README.)
  * Hash mode, uniform weights: the hash router with weight = scale / k (no GEMM, no hidden states).
  * Hash mode, scored weights: the dense GEMM path for the logits, then hash_scored picks the table's experts
  *   and weighs them by their scores.
@@ -20,7 +19,6 @@
 #include "safetensors.h"
 
 #define DSV4_PREFILL_CHUNK 4096
-#define DSV4_PREFILL_MIN_CHUNK 1024
 #define DSV4_DECODE_MAX_DEFAULT 64
 
 struct dsv4_router {
@@ -33,11 +31,8 @@ struct dsv4_router {
   int32_t decode_max;
   int64_t max_tokens;     /* 0 until prepared */
   int splits;             /* decode split-K count */
-  CUdeviceptr logits;     /* workspace: max(splits * decode_max, 2 * chunk) * E floats */
-  int64_t chunk;          /* prefill chunk rows */
+  CUdeviceptr logits;     /* workspace: max(splits * decode_max, chunk) * E floats */
   CUdeviceptr err_count;  /* int32 */
-  CUstream side;          /* prefill routing stream */
-  CUevent ev_fork, ev_join, ev_gemm[2], ev_route[2];
   dsv4_gate_gemm_plan *gemm;
 };
 
@@ -140,11 +135,6 @@ dsv4_status dsv4_router_load_safetensors(dsv4_router *r, const char *path, const
 }
 
 static void release_workspace(dsv4_router *r) {
-  const dsv4_driver *d = r->ctx->drv;
-  CUevent *evs[] = {&r->ev_fork, &r->ev_join, &r->ev_gemm[0], &r->ev_gemm[1], &r->ev_route[0], &r->ev_route[1]};
-  for (int i = 0; i < 6; ++i)
-    if (*evs[i]) d->cuEventDestroy(*evs[i]), *evs[i] = NULL;
-  if (r->side) d->cuStreamDestroy(r->side), r->side = NULL;
   if (r->gemm) dsv4_gate_gemm_plan_destroy(r->gemm), r->gemm = NULL;
   if (r->logits) r->ctx->drv->cuMemFree(r->logits), r->logits = 0;
   if (r->err_count) r->ctx->drv->cuMemFree(r->err_count), r->err_count = 0;
@@ -170,14 +160,10 @@ dsv4_status dsv4_router_prepare(dsv4_router *r, int64_t max_tokens) {
   r->splits = dsv4_gate_decode_splits(c->hidden_size);
   int64_t decode_rows = (int64_t)r->splits * (max_tokens < r->decode_max ? max_tokens : r->decode_max);
   int64_t chunk = max_tokens < DSV4_PREFILL_CHUNK ? max_tokens : DSV4_PREFILL_CHUNK;
-  r->chunk = chunk;
-  int64_t rows = decode_rows > 2 * chunk ? decode_rows : 2 * chunk;
+  int64_t rows = decode_rows > chunk ? decode_rows : chunk;
   CUresult e = r->ctx->drv->cuMemAlloc(&r->logits, (size_t)rows * c->num_experts * sizeof(float));
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemAlloc(&r->err_count, sizeof(int32_t));
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->err_count, 0, 1);
-  if (e == CUDA_SUCCESS) e = r->ctx->drv->cuStreamCreate(&r->side, CU_STREAM_NON_BLOCKING);
-  CUevent *evs[] = {&r->ev_fork, &r->ev_join, &r->ev_gemm[0], &r->ev_gemm[1], &r->ev_route[0], &r->ev_route[1]};
-  for (int i = 0; i < 6 && e == CUDA_SUCCESS; ++i) e = r->ctx->drv->cuEventCreate(evs[i], CU_EVENT_DISABLE_TIMING);
   if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "dsv4_router_prepare: workspace");
   if (s == DSV4_OK && needs_gemm(c) && max_tokens > r->decode_max)
     s = dsv4_gate_gemm_plan_create(r->ctx, c->num_experts, c->hidden_size, (int32_t)chunk, &r->gemm);
@@ -205,37 +191,15 @@ static dsv4_status route(dsv4_router *r, CUstream stream, const float *logits, i
                                   (int32_t *)r->err_count, pdl);
 }
 
-#define CU_OR_FAIL(call, what)                                           \
-  do {                                                                   \
-    CUresult e_ = d->call;                                               \
-    if (e_ != CUDA_SUCCESS) return dsv4_cu_fail(e_, what);               \
-  } while (0)
-
-/* Prefill: GEMM chunks on the caller's stream, routing on the side stream, two buffers in flight. */
+/* Prefill: chunk by chunk, the GEMM into the workspace, then the routing of that chunk. */
 static dsv4_status prefill(dsv4_router *r, CUstream stream, const uint16_t *x, const int32_t *tok, int64_t n,
                            float *w, int32_t *ids) {
   const dsv4_router_config *c = &r->cfg;
-  const dsv4_driver *d = r->ctx->drv;
-  /* At least 4 chunks where N allows, so that the routing of all but the last overlaps a GEMM. */
-  int64_t chunk = (n / 4 + 255) / 256 * 256;
-  if (chunk < DSV4_PREFILL_MIN_CHUNK) chunk = DSV4_PREFILL_MIN_CHUNK;
-  if (chunk > r->chunk) chunk = r->chunk;
-  CU_OR_FAIL(cuEventRecord(r->ev_fork, stream), "prefill: fork");
-  CU_OR_FAIL(cuStreamWaitEvent(r->side, r->ev_fork, 0), "prefill: fork");
-  int64_t i = 0;
-  for (int64_t r0 = 0; r0 < n; r0 += chunk, ++i) {
-    const int b = (int)(i & 1);
-    const int64_t rows = n - r0 < chunk ? n - r0 : chunk;
-    float *logits = (float *)r->logits + (size_t)b * r->chunk * c->num_experts;
-    if (i >= 2) CU_OR_FAIL(cuStreamWaitEvent(stream, r->ev_route[b], 0), "prefill: buffer reuse");
-    DSV4_TRY(dsv4_gate_gemm_enqueue(r->gemm, stream, r->weight, x + r0 * c->hidden_size, rows, logits));
-    CU_OR_FAIL(cuEventRecord(r->ev_gemm[b], stream), "prefill: gemm done");
-    CU_OR_FAIL(cuStreamWaitEvent(r->side, r->ev_gemm[b], 0), "prefill: gemm done");
-    DSV4_TRY(route(r, r->side, logits, 1, tok, r0, rows, w, ids, false));
-    CU_OR_FAIL(cuEventRecord(r->ev_route[b], r->side), "prefill: route done");
+  for (int64_t r0 = 0; r0 < n; r0 += DSV4_PREFILL_CHUNK) {
+    const int64_t rows = n - r0 < DSV4_PREFILL_CHUNK ? n - r0 : DSV4_PREFILL_CHUNK;
+    DSV4_TRY(dsv4_gate_gemm_enqueue(r->gemm, stream, r->weight, x + r0 * c->hidden_size, rows, (float *)r->logits));
+    DSV4_TRY(route(r, stream, (const float *)r->logits, 1, tok, r0, rows, w, ids, false));
   }
-  CU_OR_FAIL(cuEventRecord(r->ev_join, r->side), "prefill: join");
-  CU_OR_FAIL(cuStreamWaitEvent(stream, r->ev_join, 0), "prefill: join");
   return DSV4_OK;
 }
 
