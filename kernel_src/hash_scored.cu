@@ -18,30 +18,45 @@ namespace dsv4 {
 // faster JIT for a kernel whose time goes to its gathers.
 __device__ __noinline__ float hash_score(float z) { return sqrt_softplus(z); }
 
+// The table row of a token: e[j] = lut[tok][j] when tok is in range and the entry is in [0, E) (ok[j]),
+// else 0 (and ok[j] false for a bad entry). Reads nothing for an out-of-range token.
+template <int K>
+__device__ __forceinline__ void hash_row(const int* __restrict__ lut, int tok, int vocab, int num_experts, int (&e)[K],
+                                         bool (&ok)[K]) {
+  const bool valid = (unsigned)tok < (unsigned)vocab;
+#pragma unroll
+  for (int j = 0; j < K; ++j) {
+    const int x = valid ? __ldg(lut + (i64)tok * K + j) : 0;
+    ok[j] = valid && (unsigned)x < (unsigned)num_experts;
+    e[j] = ok[j] ? x : 0;
+  }
+}
+
 template <int K>
 __global__ void __launch_bounds__(256)
     hash_scored(const float* __restrict__ logits, int splits, i64 split_stride, const int* __restrict__ token_ids,
                 i64 num_tokens, int num_experts, const int* __restrict__ lut, int vocab, float scale,
                 float* __restrict__ topk_weights, int* __restrict__ topk_ids, int* __restrict__ err_count) {
   static_assert(K >= 1 && K <= 16, "hash_scored shape");
+  const float nan = __int_as_float(0x7fc00000);
+  const i64 stride = (i64)gridDim.x * blockDim.x;
+  const i64 first = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+  // The token ids and the table are inputs, not the previous kernel's output: the first token's are read
+  // before the PDL wait, off the critical path of decode.
+  int tok = first < num_tokens ? __ldg(token_ids + first) : -1;
+  int e[K];
+  bool ok[K];
+  hash_row<K>(lut, tok, vocab, num_experts, e, ok);
 #if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
-  const float nan = __int_as_float(0x7fc00000);
-  const i64 stride = (i64)gridDim.x * blockDim.x;
-  for (i64 t = (i64)blockIdx.x * blockDim.x + threadIdx.x; t < num_tokens; t += stride) {
-    const int tok = __ldg(token_ids + t);
-    int e[K];
+  for (i64 t = first; t < num_tokens; t += stride) {
+    if (t != first) {
+      tok = __ldg(token_ids + t);
+      hash_row<K>(lut, tok, vocab, num_experts, e, ok);
+    }
     float w[K];
     if ((unsigned)tok < (unsigned)vocab) {
-      const int* row = lut + (i64)tok * K;
-      bool ok[K];
-#pragma unroll
-      for (int j = 0; j < K; ++j) {
-        const int x = __ldg(row + j);
-        ok[j] = (unsigned)x < (unsigned)num_experts;
-        e[j] = ok[j] ? x : 0;
-      }
       const float* p = logits + t * num_experts;
       float s[K];
 #pragma unroll
