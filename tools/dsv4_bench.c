@@ -505,6 +505,23 @@ static void bench_router(dsv4_context *ctx, CUstream stream, const char *preset)
       row(name, "<= 3 / 4 us", &t, extra);
     }
   }
+  /* The decode/prefill switch point: the same small batches forced through the cuBLASLt path. */
+  dsv4_router *decode_router = a.r;
+  CHECK(dsv4_router_create(ctx, &c, &a.r));
+  CHECK(dsv4_router_set_decode_max_tokens(a.r, 0));
+  CHECK(dsv4_router_set_weights(a.r, (const void *)a.w, (const float *)dbias, NULL));
+  CHECK(dsv4_router_prepare(a.r, 64));
+  printf("switch point %s, prefill path forced (graph us):", preset);
+  static const int64_t small[] = {1, 8, 16, 32, 64};
+  for (int i = 0; i < 5; ++i) {
+    a.n = small[i];
+    dsv4_timing t;
+    CHECK(dsv4_time_launches(drv, stream, router_launch, &a, g_calls, g_reps, (size_t)ctx->l2_bytes * 4, &t));
+    printf(" N=%lld %.2f", (long long)a.n, t.graph_us);
+  }
+  printf("\n");
+  dsv4_router_destroy(a.r);
+  a.r = decode_router;
   dsv4_gate_gemm_plan_destroy(a.gemm);
   dsv4_router_destroy(a.r);
   CUdeviceptr all[] = {a.x, a.w, dbias, a.logits, a.out_w, a.out_ids};
