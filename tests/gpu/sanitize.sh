@@ -1,0 +1,164 @@
+#!/bin/bash
+# Runs the GPU test binaries of a build folder under compute-sanitizer: memcheck (--leak-check full),
+# racecheck, initcheck and synccheck. One summary line per tool per test; exit status non-zero if any tool
+# reported anything, a test failed or a run timed out. A test that exits 77 (no GPU) is counted as skipped.
+#
+#   bash tests/gpu/sanitize.sh [build folder, default ./build]
+#
+# Each test runs exactly as CTest runs it (command, arguments, ENVIRONMENT, WORKING_DIRECTORY, read from
+# `ctest --show-only=json-v1`, label gpu), so it uses the build's test cache folder: warm it first (a plain
+# `ctest -L gpu` run) and the sanitizer runs spend no time in NVRTC.
+#
+# Settings (environment):
+#   DSV4_SANITIZE_TESTS    extended regex on the names of the tests labelled gpu (default '^test_gpu_': the
+#                          C test binaries, not the Python suite), e.g. 'hash_router|topk_select' — big-N
+#                          tests are slow under memcheck and racecheck
+#   DSV4_SANITIZE_TOOLS    tools to run (default "memcheck racecheck initcheck synccheck")
+#   DSV4_SANITIZE_TIMEOUT  seconds per tool per test (default 300); a run past it counts as a failure
+#   DSV4_SANITIZE_KERNELS  racecheck, initcheck and synccheck check only kernels whose mangled name holds this
+#                          substring (default "dsv4": this library's kernels, not cuBLASLt's); "all" for every
+#                          kernel. memcheck always checks every kernel (a bad pointer handed to cuBLASLt shows
+#                          up in cuBLASLt's kernel).
+#   DSV4_SANITIZE_API_ERRORS  memcheck's --report-api-errors (default "no": the tests check every CUDA return
+#                          code themselves and some call the driver with bad arguments on purpose, e.g. a bad
+#                          device ordinal; "explicit" or "all" to see them anyway — they then count as reports)
+#   DSV4_SANITIZE_EXTRA    more compute-sanitizer options for every run
+#   COMPUTE_SANITIZER      the binary (default: on PATH, else under /usr/local/cuda)
+#   OUT                    logs go to $OUT/sanitize/ (else /tmp/dsv4-sanitize/): <test>.<tool>.log holds the
+#                          tool's report, <test>.<tool>.out the test's own output
+#
+# The verdict of a run: the tool's exit status (--error-exitcode 86, distinct from a test's own failure
+# status) or a non-zero count on any of its "SUMMARY:" lines is a report; otherwise the test's status
+# decides (0 passed, 77 skipped, anything else failed). --check-exit-code and --require-cuda-init are off so
+# that a skipping test (exit 77, maybe before any CUDA call) is not itself a report.
+#
+# compute-sanitizer needs a machine whose runtime lets it attach: it refused the device on the gVisor H200
+# machines ("Device not supported") and works on the Firecracker H100 ones (see the device notes); the script
+# says so when it sees that message.
+set -uo pipefail
+
+build=${1:-build}
+[ -d "$build" ] || { echo "sanitize.sh: no build folder '$build'" >&2; exit 2; }
+build=$(cd "$build" && pwd)
+tools=${DSV4_SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}
+select=${DSV4_SANITIZE_TESTS:-^test_gpu_}
+limit=${DSV4_SANITIZE_TIMEOUT:-300}
+kernels=${DSV4_SANITIZE_KERNELS:-dsv4}
+api_errors=${DSV4_SANITIZE_API_ERRORS:-no}
+logdir=${OUT:-/tmp/dsv4-sanitize}
+[ -n "${OUT:-}" ] && logdir=$OUT/sanitize
+mkdir -p "$logdir"
+
+cs=${COMPUTE_SANITIZER:-}
+if [ -z "$cs" ]; then
+  for c in "$(command -v compute-sanitizer 2>/dev/null)" /usr/local/cuda/bin/compute-sanitizer \
+           /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+    if [ -n "$c" ] && [ -x "$c" ]; then cs=$c; break; fi
+  done
+fi
+if [ -z "$cs" ] || [ ! -x "$cs" ]; then
+  echo "sanitize.sh: compute-sanitizer not found (set COMPUTE_SANITIZER)" >&2
+  exit 2
+fi
+echo "sanitize.sh: $("$cs" --version 2>/dev/null | grep -i version | head -n 1); build $build; logs in $logdir"
+# Options newer than some toolkits: used only where this compute-sanitizer lists them in --help.
+help=$("$cs" --help 2>&1)
+has_opt() { grep -q -- "--$1\b" <<<"$help"; }
+
+for t in $tools; do
+  case $t in memcheck|racecheck|initcheck|synccheck) ;; *) echo "sanitize.sh: unknown tool '$t'" >&2; exit 2;; esac
+done
+
+# The GPU tests as CTest would run them: one record per test, fields separated by 0x1f, environment
+# entries by 0x1e: name, working directory, environment, then the command words.
+list=$(ctest --test-dir "$build" --show-only=json-v1 2>/dev/null | python3 -c '
+import json, sys
+doc = json.load(sys.stdin)
+for t in doc.get("tests", []):
+    props = {p["name"]: p["value"] for p in t.get("properties", [])}
+    labels = props.get("LABELS", [])
+    if "gpu" not in labels or not t.get("command"):
+        continue
+    env = props.get("ENVIRONMENT", [])
+    if isinstance(env, str):
+        env = [env]
+    wd = props.get("WORKING_DIRECTORY", "")
+    print("\x1f".join([t["name"], wd, "\x1e".join(env)] + t["command"]))
+')
+if [ -z "$list" ]; then
+  echo "sanitize.sh: no test labelled gpu in $build (configured with tests? python3 present?)" >&2
+  exit 2
+fi
+
+declare -i ran=0 skipped=0 bad=0
+summary=()
+while IFS= read -r rec; do
+  IFS=$'\x1f' read -r -a f <<<"$rec"
+  name=${f[0]} wd=${f[1]} envs=${f[2]}
+  cmd=("${f[@]:3}")
+  [[ $name =~ $select ]] || continue
+  IFS=$'\x1e' read -r -a envlist <<<"$envs"
+  for tool in $tools; do
+    opts=(--tool "$tool" --error-exitcode 86 --print-limit 200)
+    has_opt check-exit-code && opts+=(--check-exit-code no)
+    has_opt require-cuda-init && opts+=(--require-cuda-init no)
+    has_opt target-processes && opts+=(--target-processes all)
+    if [ "$tool" = memcheck ]; then
+      opts+=(--leak-check full)
+      has_opt report-api-errors && opts+=(--report-api-errors "$api_errors")
+    elif [ "$kernels" != all ]; then
+      opts+=(--kernel-name "kns=$kernels")
+    fi
+    # shellcheck disable=SC2206
+    [ -n "${DSV4_SANITIZE_EXTRA:-}" ] && opts+=(${DSV4_SANITIZE_EXTRA})
+    log=$logdir/$name.$tool.log out=$logdir/$name.$tool.out
+    rm -f "$log" "$out"
+    t0=$(date +%s.%N)
+    (
+      if [ -n "$wd" ]; then cd "$wd" || exit 2; fi
+      exec env "${envlist[@]}" timeout --kill-after=30 "$limit" "$cs" "${opts[@]}" --log-file "$log" "${cmd[@]}"
+    ) >"$out" 2>&1
+    rc=$?
+    dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+    # Every "SUMMARY:" line of the tool (ERROR SUMMARY, RACECHECK SUMMARY, LEAK SUMMARY, ...) and its count.
+    sums=$(grep -h "SUMMARY:" "$log" 2>/dev/null | sed 's/^=* *//' | paste -sd ';' -)
+    reported=$(grep -h "SUMMARY:" "$log" 2>/dev/null | sed -n 's/.*SUMMARY: *\([0-9][0-9]*\).*/\1/p' |
+               awk '{ s += $1 } END { print s + 0 }')
+    if grep -qi "device not supported" "$log" "$out" 2>/dev/null; then
+      verdict="TOOL CANNOT RUN: compute-sanitizer says 'Device not supported' (a gVisor machine? use an H100 one)"
+      bad+=1
+    elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+      verdict="TIMEOUT after ${limit} s (DSV4_SANITIZE_TIMEOUT / DSV4_SANITIZE_TESTS)"
+      bad+=1
+    elif [ $rc -eq 86 ] || [ "$reported" -gt 0 ]; then
+      verdict="REPORTED: ${sums:-exit status 86}"
+      bad+=1
+    elif [ $rc -eq 77 ]; then
+      verdict="skipped (exit 77: no GPU)"
+      skipped+=1
+    elif [ $rc -ne 0 ]; then
+      verdict="TEST FAILED (exit $rc; ${sums:-no tool summary})"
+      bad+=1
+    else
+      verdict="clean (${sums:-no tool summary})"
+      ran+=1
+    fi
+    line=$(printf '%-10s %-28s %7ss  %s' "$tool" "$name" "$dt" "$verdict")
+    echo "$line"
+    summary+=("$line")
+    case $verdict in
+      clean*|skipped*) ;;
+      *) echo "----- $log (first 60 lines) -----"; head -n 60 "$log" 2>/dev/null
+         echo "----- $out (last 20 lines) -----"; tail -n 20 "$out" 2>/dev/null; echo "-----";;
+    esac
+  done
+done <<<"$list"
+
+echo "===== compute-sanitizer summary ($tools) ====="
+printf '%s\n' "${summary[@]}"
+total=$((ran + skipped + bad))
+echo "sanitize: $ran clean, $bad with reports or failures, $skipped skipped"
+if [ $total -eq 0 ]; then echo "sanitize.sh: no test matched DSV4_SANITIZE_TESTS='$select'" >&2; exit 2; fi
+if [ $bad -gt 0 ]; then exit 1; fi
+if [ $ran -eq 0 ]; then exit 77; fi
+exit 0
