@@ -379,6 +379,10 @@ dsv4_status dsv4_jit_get_many(dsv4_jit *j, const dsv4_kernel_spec *specs, int n,
   }
   /* The first job runs on this thread; a thread that cannot start runs its job here too. */
   bool *started = calloc((size_t)(n > 0 ? n : 1), sizeof *started);
+  if (!started) {
+    free(jobs), free(threads);
+    return dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "dsv4_jit_get_many: %d jobs", n);
+  }
   for (int i = 1; i < n; ++i) started[i] = pthread_create(&threads[i], NULL, get_job_run, &jobs[i]) == 0;
   if (n > 0) get_job_run(&jobs[0]);
   for (int i = 1; i < n; ++i) {

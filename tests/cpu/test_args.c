@@ -25,6 +25,13 @@ static void test_hash_router_args(void **state) {
   assert_status_names(dsv4_hash_router(c, NULL, tok, 4, lut, 100, 6, NULL, ids), DSV4_ERR_INVALID_ARGUMENT, "'topk_weights'");
   assert_status_names(dsv4_hash_router(c, NULL, tok, 4, lut, 100, 6, w, NULL), DSV4_ERR_INVALID_ARGUMENT, "'topk_ids'");
   assert_non_null(strstr(dsv4_last_error(), fn));
+  const int32_t *odd = (const int32_t *)(uintptr_t)0x1002u;
+  assert_status_names(dsv4_hash_router(c, NULL, odd, 4, lut, 100, 6, w, ids), DSV4_ERR_INVALID_ARGUMENT, "'token_ids'");
+  assert_status_names(dsv4_hash_router(c, NULL, tok, 4, odd, 100, 6, w, ids), DSV4_ERR_INVALID_ARGUMENT, "'lut'");
+  assert_status_names(dsv4_hash_router(c, NULL, tok, 4, lut, 100, 6, (float *)odd, ids), DSV4_ERR_INVALID_ARGUMENT,
+                      "'topk_weights'");
+  assert_status_names(dsv4_hash_router(c, NULL, tok, 4, lut, 100, 6, w, (int32_t *)odd), DSV4_ERR_INVALID_ARGUMENT,
+                      "'topk_ids'");
   /* num_tokens == 0 is a no-op that succeeds without touching the context or the (NULL) buffers. */
   assert_int_equal(dsv4_hash_router(c, NULL, NULL, 0, lut, 100, 6, NULL, NULL), DSV4_OK);
 }

@@ -330,6 +330,10 @@ static void test_forward_argument_checks(void **state) {
   assert_status_names(dsv4_router_forward(r, NULL, NULL, NULL, 8, w, ids), DSV4_ERR_INVALID_ARGUMENT, "hidden_bf16");
   assert_status_names(dsv4_router_forward(r, NULL, (const void *)m.dx, NULL, 8, NULL, ids), DSV4_ERR_INVALID_ARGUMENT, "topk_weights");
   assert_status_names(dsv4_router_forward(r, NULL, (const void *)m.dx, NULL, 8, w, NULL), DSV4_ERR_INVALID_ARGUMENT, "topk_ids");
+  assert_status_names(dsv4_router_forward(r, NULL, (const void *)(m.dx + 8), NULL, 8, w, ids),
+                      DSV4_ERR_INVALID_ARGUMENT, "hidden_bf16");   /* not 16-byte aligned */
+  assert_status_names(dsv4_router_forward(r, NULL, (const void *)m.dx, NULL, 8, (float *)(m.dout_w + 2), ids),
+                      DSV4_ERR_INVALID_ARGUMENT, "topk_weights");
   assert_int_equal(dsv4_router_forward(r, NULL, NULL, NULL, 0, NULL, NULL), DSV4_OK);
   assert_status_names(dsv4_router_set_decode_max_tokens(r, 65), DSV4_ERR_INVALID_ARGUMENT, "'n'");
   dsv4_router_destroy(r);
