@@ -4,8 +4,8 @@
 //
 // Two kernels:
 //  - topk_select_warp<K, C> (cols <= 1024, k <= 16): one warp per row; each lane holds C candidates in
-//    registers (16-byte loads when every row is 16-byte aligned) and K rounds of a warp-wide arg-max over
-//    the 64-bit rank key pick the winners (warp_topk in topk.cuh).
+//    registers (16-byte loads when every row is 16-byte aligned) as 32-bit value keys, and K rounds of a
+//    warp-wide arg-max (redux.sync) pick the winners without rescanning (warp_topk in topk.cuh).
 //  - topk_select_radix<KP> (longer rows or k > 16; KP = k rounded up to a power of two): one block per row.
 //    A radix select over float_order_key (11, 11, 10 bits, a shared-memory histogram per digit, stopping
 //    early when the boundary bucket holds exactly what is still needed) finds the k-th key; a collect
@@ -32,17 +32,17 @@ __global__ void __launch_bounds__(32 * kWarpRowsPerBlock)
   const i64 step = (i64)gridDim.x * kWarpRowsPerBlock;
   for (i64 row = (i64)blockIdx.x * kWarpRowsPerBlock + (threadIdx.x >> 5); row < rows; row += step) {
     float v[C];
-    lane_row_load<C, false>(scores + row * row_stride, cols, lane, vec, v);
-    u64 key[C];
+    lane_row_load<C>(scores + row * row_stride, cols, lane, vec, v);
+    unsigned key[C];
 #pragma unroll
     for (int i = 0; i < C; ++i) {
       const int e = lane_slot_index(lane, i);
-      key[i] = e < cols ? topk_key(v[i], e) : 0ull;
+      key[i] = e < cols ? value_key(v[i] + 0.0f) : 0u;   // + 0.0f: -0.0 ranks as +0.0
     }
     float ov = 0.0f;
     int oi = 0;
-    warp_topk<K, C>(key, v, [&](int j, u64 wk, float wv) {
-      if (lane == j) ov = wv, oi = topk_key_index(wk);
+    warp_topk<K, C>(key, v, [&](int j, int wi, float wv) {
+      if (lane == j) ov = wv, oi = wi;
     });
     if (lane < K) {
       out_values[row * K + lane] = ov;
