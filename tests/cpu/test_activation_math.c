@@ -149,6 +149,8 @@ static void test_gpu_matches_bit_for_bit(void **state) {
     return;
   }
   assert_int_equal(cs, DSV4_OK);
+  bool outer_pushed = false;  /* the test's own allocations and copies need the context current */
+  assert_int_equal(dsv4_ctx_enter(ctx, &outer_pushed), DSV4_OK);
   /* The sweeps' values and the edge cases, in an order that mixes rare and common ones in a group. */
   size_t n = 0, cap = (size_t)1 << 23;
   float *z = malloc(cap * sizeof *z);
@@ -203,6 +205,7 @@ static void test_gpu_matches_bit_for_bit(void **state) {
   assert_int_equal(bad, 0);
   gpu_free(dz), gpu_free(dl), gpu_free(ds);
   free(z), free(sl), free(ss);
+  dsv4_ctx_leave(ctx, outer_pushed);
   dsv4_context_destroy(ctx);
 }
 
