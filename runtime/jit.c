@@ -2,7 +2,11 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <nvrtc.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -330,7 +334,35 @@ dsv4_status dsv4_jit_get(dsv4_jit *j, const dsv4_kernel_spec *spec, const char *
       dsv4_log(DSV4_LOG_INFO, "rejected cache file, recompiling: %s", dsv4_last_error());
     }
   }
-  DSV4_TRY(compile_planned(j, &p, spec, out));
+  /* One compile per kernel across processes: hold an advisory lock on <root>/.locks/<arch>-<tag>-<key>
+   * while compiling and publishing, and look again once we have it: a process that waited finds the file
+   * the holder published. The lock is only an economy: without it (no lock folder, a file system without
+   * flock) every process compiles and the rename still publishes a whole file. */
+  int lock_fd = -1;
+  if (j->cfg.disk_enabled && atomic_load(&j->disk_write_ok)) {
+    char lock_dir[4200], lock_path[4400], hex[33];
+    snprintf(lock_dir, sizeof lock_dir, "%s/.locks", j->cfg.dir);
+    dsv4_key_hex(&p.key, hex);
+    snprintf(lock_path, sizeof lock_path, "%s/%s-%s-%s", lock_dir, arch, spec->tag, hex);
+    if (dsv4_mkdir_p(lock_dir) == DSV4_OK) lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd >= 0) {
+      int r;
+      while ((r = flock(lock_fd, LOCK_EX)) != 0 && errno == EINTR) {
+      }
+      if (r == 0 && dsv4_cache_read(path, &p.key, out) == DSV4_OK) {
+        close(lock_fd);  /* releases the lock */
+        atomic_fetch_add(&j->disk_hits, 1);
+        dsv4_log(DSV4_LOG_DEBUG, "disk hit after waiting for another compile: %s", path);
+        dsv4_clear_error();
+        return DSV4_OK;
+      }
+    }
+  }
+  dsv4_status cs = compile_planned(j, &p, spec, out);
+  if (cs != DSV4_OK) {
+    if (lock_fd >= 0) close(lock_fd);
+    return cs;
+  }
   if (j->cfg.disk_enabled && (require_disk || atomic_load(&j->disk_write_ok))) {
     dsv4_status s = dsv4_cache_write(path, out);
     if (s == DSV4_OK) {
@@ -338,12 +370,14 @@ dsv4_status dsv4_jit_get(dsv4_jit *j, const dsv4_kernel_spec *spec, const char *
       dsv4_log(DSV4_LOG_INFO, "cached %s", path);
     } else if (require_disk) {
       dsv4_cubin_free(out);
+      if (lock_fd >= 0) close(lock_fd);
       return s;
     } else {
       atomic_store(&j->disk_write_ok, false);
       warn_unwritable_once(j->cfg.dir, dsv4_last_error());
     }
   }
+  if (lock_fd >= 0) close(lock_fd);
   dsv4_clear_error();
   return DSV4_OK;
 }

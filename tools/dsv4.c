@@ -112,7 +112,21 @@ static int cache_walk(cache_cmd cmd) {
     if (cmd == CACHE_CLEAR) rmdir(archdir);
   }
   closedir(top);
-  if (cmd == CACHE_CLEAR) printf("%s: removed %d file(s)\n", root, removed);
+  if (cmd == CACHE_CLEAR) {  /* the compile locks (runtime/jit.c) */
+    char locks[4400];
+    snprintf(locks, sizeof locks, "%s/.locks", root);
+    DIR *d = opendir(locks);
+    struct dirent *f;
+    while (d && (f = readdir(d))) {
+      if (f->d_name[0] == '.') continue;
+      char path[8800];
+      snprintf(path, sizeof path, "%s/%s", locks, f->d_name);
+      unlink(path);
+    }
+    if (d) closedir(d);
+    rmdir(locks);
+    printf("%s: removed %d file(s)\n", root, removed);
+  }
   else printf("%s: %d file(s), %d bad\n", root, files, bad);
   return bad ? 1 : 0;
 }

@@ -93,16 +93,22 @@ static void test_sixteen_processes_warm_one_folder(void **state) {
         }
         dsv4_cubin_free(&cubin);
       }
-      _exit(0);
+      dsv4_jit_stats st;
+      dsv4_jit_get_stats(j, &st);
+      _exit(100 + (int)st.compiles);  /* 100 + this process's NVRTC compiles */
     }
   }
+  int compiles = 0;
   for (int p = 0; p < 16; ++p) {
     int st = 0;
     assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
     assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_true(WEXITSTATUS(st) >= 100);
+    compiles += WEXITSTATUS(st) - 100;
   }
   assert_int_equal(count_valid_files(dir, "sm_90a"), n);
+  /* The compile lock: each kernel was compiled by exactly one of the 16 processes. */
+  assert_int_equal(compiles, n);
 }
 
 static void test_key_covers_every_input(void **state) {
