@@ -28,7 +28,8 @@
   X(cuStreamSynchronize, 2000) X(cuStreamWaitEvent, 3020) X(cuStreamBeginCapture, 10010) X(cuStreamEndCapture, 10000) \
   X(cuStreamIsCapturing, 10000) X(cuGraphInstantiateWithFlags, 11040) X(cuGraphLaunch, 10000) \
   X(cuGraphExecDestroy, 10000) X(cuGraphDestroy, 10000) X(cuEventCreate, 2000) X(cuEventDestroy, 4000) \
-  X(cuEventRecord, 2000) X(cuEventSynchronize, 2000) X(cuEventElapsedTime, 2000)
+  X(cuEventRecord, 2000) X(cuEventSynchronize, 2000) X(cuEventElapsedTime, 2000) \
+  X(cuOccupancyMaxActiveClusters, 11070)
 
 typedef struct dsv4_driver {
 #define DSV4_DRIVER_MEMBER(name, version) __typeof__(&name) name;

@@ -45,13 +45,36 @@ DSV4_INTERNAL dsv4_status dsv4_gate_gemm_enqueue_all(dsv4_gate_gemm_plan *plan, 
 DSV4_INTERNAL int64_t dsv4_gate_gemm_chunk_rows(const dsv4_gate_gemm_plan *plan);
 DSV4_INTERNAL size_t dsv4_gate_gemm_workspace_bytes(const dsv4_gate_gemm_plan *plan);
 
-/* topk_select.cu: dsv4_topk_select. The spec picks the warp kernel (cols <= 1024, k <= 16) or the radix
- * kernel (longer rows or larger k). */
+/* topk_select.cu: dsv4_topk_select. The spec picks the warp kernel (cols <= 1024, k <= 16) or the long-row
+ * kernel topk_long.cu (longer rows or larger k). */
 DSV4_INTERNAL void dsv4_topk_select_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out);
 DSV4_INTERNAL dsv4_status dsv4_topk_select_check(const char *fn, const void *ctx, const float *scores, int64_t rows,
     int64_t cols, int64_t row_stride, int32_t k, const float *out_values, const int32_t *out_indices);
 DSV4_INTERNAL dsv4_status dsv4_topk_select_enqueue(dsv4_context *ctx, CUstream stream, const float *scores,
     int64_t rows, int64_t cols, int64_t row_stride, int32_t k, float *out_values, int32_t *out_indices);
+/* topk_long.cu: the kernel dsv4_topk_select takes for every shape the warp kernel does not (cols > 1024 or
+ * k > 16): dsv4::topk_long<KP, NT>, KP = k rounded up to a power of two, NT = 1024 threads for cols > 8192,
+ * else 256. One thread-block cluster per row (sm_90+; 1 block on sm_80); no workspace, no global scratch. */
+DSV4_INTERNAL void dsv4_topk_long_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out);
+/* The launch shape for rows x cols, k on a device with sm_count SMs, smem_limit bytes of opt-in dynamic shared
+ * memory per block and clusters of up to max_cluster blocks (1: none). 1024-thread blocks split a row over a
+ * cluster of CL = 1, 2, 4 or 8 blocks while rows * CL <= sm_count and each block keeps >= 8192 columns; the
+ * block of cluster rank r owns columns [r * slice, (r + 1) * slice). The shape changes the speed, never the
+ * result. @return DSV4_OK, or DSV4_ERR_UNSUPPORTED when the shared memory cannot hold the survivor list. */
+typedef struct dsv4_topk_long_plan {
+  int32_t threads, cluster, kp;
+  int32_t slice;        /* columns per block, a multiple of 4 */
+  int32_t pool_words;   /* 4-byte words of shared memory for the slice's keys and candidate buffers */
+  int32_t dense;        /* columns of its slice whose keys a block keeps in shared memory (the rest is re-read) */
+  int32_t cached;       /* dense == slice: each block reads its columns from global memory exactly once */
+  unsigned smem;        /* dynamic shared bytes per block */
+  unsigned grid;        /* blocks, a multiple of cluster */
+} dsv4_topk_long_plan;
+DSV4_INTERNAL dsv4_status dsv4_topk_long_plan_for(int64_t rows, int64_t cols, int32_t k, int sm_count, int smem_limit,
+    int max_cluster, dsv4_topk_long_plan *out);
+/* The shape dsv4_topk_select's launch takes on ctx's device (loads the kernel; clusters as the device runs them). */
+DSV4_INTERNAL dsv4_status dsv4_topk_long_plan_ctx(dsv4_context *ctx, int64_t rows, int64_t cols, int32_t k,
+    dsv4_topk_long_plan *out);
 
 /* activation_topk.cu: dense routing from FP32 logits. The logits are `num_splits` partial slabs
  * (float partials[num_splits][num_tokens][num_experts], slab s at logits + s * split_stride elements) that the

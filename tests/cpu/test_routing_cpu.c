@@ -81,15 +81,15 @@ static void test_topk_select_kernel_choice(void **state) {
   dsv4_topk_select_spec(129, 2, &s);
   assert_string_equal(s.name_expr, "dsv4::topk_select_warp<2, 8>");
   dsv4_topk_select_spec(1025, 16, &s);   /* long row */
-  assert_string_equal(s.name_expr, "dsv4::topk_select_radix<16>");
+  assert_string_equal(s.name_expr, "dsv4::topk_long<16, 256>");
   dsv4_topk_select_spec(1024, 17, &s);   /* large k */
-  assert_string_equal(s.name_expr, "dsv4::topk_select_radix<32>");
+  assert_string_equal(s.name_expr, "dsv4::topk_long<32, 256>");
   dsv4_topk_select_spec(131072, 512, &s);
-  assert_string_equal(s.name_expr, "dsv4::topk_select_radix<512>");
+  assert_string_equal(s.name_expr, "dsv4::topk_long<512, 1024>");
   dsv4_topk_select_spec(131072, 2047, &s);
-  assert_string_equal(s.name_expr, "dsv4::topk_select_radix<2048>");
+  assert_string_equal(s.name_expr, "dsv4::topk_long<2048, 1024>");
   dsv4_topk_select_spec(1 << 20, 4096, &s);
-  assert_string_equal(s.name_expr, "dsv4::topk_select_radix<4096>");
+  assert_string_equal(s.name_expr, "dsv4::topk_long<4096, 1024>");
 }
 
 /* ---------------- dsv4_activation_topk ---------------- */

@@ -1,0 +1,227 @@
+/* The long-row top-k (kernel_src/topk_long.cu) with no GPU: which kernel dsv4_topk_select picks, the launch
+ * shape (dsv4_topk_long_plan_for) on H200-, A100- and small-GPU-like devices (exact shapes for the indexer's
+ * rows and invariants over a sweep), argument checks of long-row calls, and NVRTC compiles of the kernel for
+ * sm_80, sm_90a and sm_100a at the k and block sizes the planner uses. */
+#include "test_util.h"
+#include "jit.h"
+#include "ops/ops.h"
+
+#define FAKE_CTX ((dsv4_context *)(uintptr_t)0x1000)
+#define DEV_F ((float *)(uintptr_t)0x7f0000001000ull)
+#define DEV_F2 ((float *)(uintptr_t)0x7f0000002000ull)
+#define DEV_I ((int32_t *)(uintptr_t)0x7f0000003000ull)
+
+enum { INV = DSV4_ERR_INVALID_ARGUMENT, UNS = DSV4_ERR_UNSUPPORTED };
+
+/* Devices: SMs, opt-in shared memory per block (bytes), largest cluster. */
+typedef struct { const char *name; int sms, smem, max_cluster; } device;
+static const device k_h200 = {"H200", 132, 232448, 8};
+static const device k_a100 = {"A100", 108, 166912, 1};
+static const device k_small = {"sm_86", 84, 101376, 1};
+static const device k_b200 = {"B200", 148, 232448, 8};
+
+static dsv4_topk_long_plan plan_on(const device *d, int64_t rows, int64_t cols, int32_t k) {
+  dsv4_topk_long_plan p;
+  dsv4_status s = dsv4_topk_long_plan_for(rows, cols, k, d->sms, d->smem, d->max_cluster, &p);
+  if (s != DSV4_OK) fprintf(stderr, "%s %lld x %lld k %d: %s\n", d->name, (long long)rows, (long long)cols, k, dsv4_last_error());
+  assert_int_equal(s, DSV4_OK);
+  return p;
+}
+
+/* ---------------- kernel choice ---------------- */
+static void test_kernel_choice(void **state) {
+  (void)state;
+  dsv4_kernel_spec s;
+  /* The warp path is unchanged. */
+  dsv4_topk_select_spec(384, 6, &s);
+  assert_string_equal(s.source, "topk_select.cu");
+  assert_string_equal(s.name_expr, "dsv4::topk_select_warp<6, 12>");
+  dsv4_topk_select_spec(1024, 16, &s);
+  assert_string_equal(s.name_expr, "dsv4::topk_select_warp<16, 32>");
+  /* Everything else takes topk_long<k rounded up to a power of two, 256 or 1024 threads>. */
+  static const struct { int64_t cols; int32_t k; const char *name; } cases[] = {
+      {1025, 16, "dsv4::topk_long<16, 256>"},      {1024, 17, "dsv4::topk_long<32, 256>"},
+      {8192, 4096, "dsv4::topk_long<4096, 256>"},  {8193, 1, "dsv4::topk_long<1, 1024>"},
+      {65536, 1, "dsv4::topk_long<1, 1024>"},      {131072, 512, "dsv4::topk_long<512, 1024>"},
+      {131072, 2047, "dsv4::topk_long<2048, 1024>"}, {131072, 2048, "dsv4::topk_long<2048, 1024>"},
+      {1 << 20, 4096, "dsv4::topk_long<4096, 1024>"}, {100, 100, "dsv4::topk_long<128, 256>"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
+    dsv4_topk_select_spec(cases[i].cols, cases[i].k, &s);
+    assert_string_equal(s.source, "topk_long.cu");
+    assert_string_equal(s.name_expr, cases[i].name);
+    dsv4_kernel_spec t;
+    dsv4_topk_long_spec(cases[i].cols, cases[i].k, &t);
+    assert_string_equal(t.name_expr, s.name_expr);
+    assert_string_equal(t.tag, s.tag);
+  }
+}
+
+/* ---------------- launch shapes ---------------- */
+static void test_plan_indexer_shapes(void **state) {
+  (void)state;
+  /* Decode, one row: a cluster of 8 blocks, 16384 columns each, kept in shared memory. */
+  dsv4_topk_long_plan p = plan_on(&k_h200, 1, 131072, 512);
+  assert_int_equal(p.threads, 1024);
+  assert_int_equal(p.cluster, 8);
+  assert_int_equal(p.slice, 16384);
+  assert_int_equal(p.cached, 1);
+  assert_int_equal(p.dense, 16384);
+  assert_int_equal(p.grid, 8);
+  assert_int_equal(p.kp, 512);
+  assert_int_equal(p.smem, 232448u);
+  /* 64 rows: 2 blocks per row (128 blocks on 132 SMs), 65536 columns each: more than half kept in shared
+   * memory beside 6224-entry candidate buffers, the rest re-read from L2. */
+  p = plan_on(&k_h200, 64, 131072, 2048);
+  assert_int_equal(p.cluster, 2);
+  assert_int_equal(p.slice, 65536);
+  assert_int_equal(p.cached, 0);
+  assert_int_equal(p.pool_words, 49792);
+  assert_int_equal(p.dense, 49792 - 2 * 6224);
+  assert_int_equal(p.grid, 128);
+  assert_int_equal(p.kp, 2048);
+  /* 7 rows (the middle of decode): 8 blocks per row. */
+  p = plan_on(&k_h200, 7, 131072, 512);
+  assert_int_equal(p.cluster, 8);
+  assert_int_equal(p.grid, 56);
+  /* 512 rows: one block per row. */
+  p = plan_on(&k_h200, 512, 65536, 512);
+  assert_int_equal(p.cluster, 1);
+  assert_int_equal(p.grid, 512);
+  assert_int_equal(p.cached, 0);
+  /* 1M columns, 2 rows: 8 blocks of 131072 columns. */
+  p = plan_on(&k_h200, 2, 1 << 20, 4096);
+  assert_int_equal(p.cluster, 8);
+  assert_int_equal(p.slice, 131072);
+  assert_int_equal(p.kp, 4096);
+  /* Short rows: 256 threads, the whole row cached, one block per row. */
+  p = plan_on(&k_h200, 1000, 2048, 64);
+  assert_int_equal(p.threads, 256);
+  assert_int_equal(p.cluster, 1);
+  assert_int_equal(p.cached, 1);
+  assert_int_equal(p.pool_words, 2 * 2048);
+  assert_int_equal(p.grid, 1000);
+  /* No clusters (sm_80): one block per row whatever the row count. */
+  p = plan_on(&k_a100, 1, 131072, 2048);
+  assert_int_equal(p.cluster, 1);
+  assert_int_equal(p.slice, 131072);
+  assert_int_equal(p.cached, 0);
+  assert_int_equal(p.smem, 166912u);
+  /* The device may allow fewer blocks per cluster. */
+  assert_int_equal(dsv4_topk_long_plan_for(1, 131072, 512, 132, 232448, 4, &p), DSV4_OK);
+  assert_int_equal(p.cluster, 4);
+  assert_int_equal(p.slice, 32768);
+  /* Too little shared memory for the survivor list: a named failure, not a launch that cannot run. */
+  assert_status_names(dsv4_topk_long_plan_for(1, 131072, 4096, 132, 40000, 8, &p), UNS, "shared memory");
+}
+
+static void test_plan_invariants(void **state) {
+  (void)state;
+  static const int64_t rowsv[] = {1, 2, 3, 7, 16, 17, 33, 64, 65, 66, 100, 512, 4096, (int64_t)1 << 31};
+  static const int64_t colsv[] = {17, 1000, 1025, 2048, 4097, 8192, 8193, 16384, 65536, 131072, 262144, 1 << 20};
+  static const int32_t ks[] = {1, 16, 17, 64, 100, 512, 2047, 2048, 4096};
+  const device *devs[] = {&k_h200, &k_a100, &k_small, &k_b200};
+  int checked = 0;
+  for (size_t d = 0; d < 4; ++d)
+    for (size_t r = 0; r < sizeof rowsv / sizeof rowsv[0]; ++r)
+      for (size_t c = 0; c < sizeof colsv / sizeof colsv[0]; ++c)
+        for (size_t j = 0; j < sizeof ks / sizeof ks[0]; ++j) {
+          const int64_t rows = rowsv[r], cols = colsv[c];
+          const int32_t k = ks[j];
+          if (k > cols) continue;
+          const device *dv = devs[d];
+          dsv4_topk_long_plan p = plan_on(dv, rows, cols, k);
+          const int64_t sp = p.kp > 64 ? p.kp : 64;
+          assert_true(p.kp >= k && p.kp < 2 * k + 1 && (p.kp & (p.kp - 1)) == 0);
+          assert_int_equal(p.threads, cols > 8192 ? 1024 : 256);
+          assert_true(p.cluster >= 1 && p.cluster <= dv->max_cluster && (p.cluster & (p.cluster - 1)) == 0);
+          if (p.cluster > 1) {
+            assert_int_equal(p.threads, 1024);
+            assert_true(rows * p.cluster <= dv->sms);
+            assert_true(p.pool_words >= 2 * p.kp);   /* the other blocks' survivors fit the pool */
+            assert_true((int64_t)p.slice * (p.cluster - 1) < cols);   /* no block without columns */
+          }
+          assert_true(p.slice % 4 == 0 && (int64_t)p.slice * p.cluster >= cols && p.slice - 4 < (cols + p.cluster - 1) / p.cluster);
+          assert_true(p.pool_words % 4 == 0 && p.pool_words >= 8);
+          assert_int_equal((int64_t)p.smem, 512 + 2 * 2048 * 4 + 8 * sp + 4 * (int64_t)p.pool_words);
+          assert_true(p.smem <= (unsigned)dv->smem);
+          assert_int_equal(p.cached, p.dense == p.slice);
+          if (p.cached) {
+            assert_true(p.slice + 4 <= p.pool_words);
+          } else {   /* a multiple of 4 (16-byte aligned rest), candidate buffers of >= 2048 entries beside it */
+            assert_true(p.dense >= 0 && p.dense < p.slice && p.dense % 4 == 0);
+            assert_true(p.dense == 0 || p.pool_words - p.dense >= 2 * 2048);
+          }
+          if (p.threads == 256 && dv->smem >= 166912) assert_int_equal(p.cached, 1);
+          assert_true(p.grid % (unsigned)p.cluster == 0);
+          const int64_t clusters = p.grid / (unsigned)p.cluster;
+          assert_true(clusters >= 1 && clusters <= rows && (clusters == rows || clusters * p.cluster >= ((int64_t)1 << 29)));
+          ++checked;
+        }
+  assert_true(checked > 1000);
+}
+
+/* ---------------- argument checks of long-row calls ---------------- */
+static void test_long_args(void **state) {
+  (void)state;
+  dsv4_context *c = FAKE_CTX;
+  const float *in = DEV_F;
+  float *ov = DEV_F2;
+  int32_t *oi = DEV_I;
+  const int64_t big = 1 << 20;
+  assert_status_names(dsv4_topk_select(c, NULL, in, 1, big, big, 4097, ov, oi), UNS, "'k'");
+  assert_status_names(dsv4_topk_select(c, NULL, in, 1, 2048, 2048, 2049, ov, oi), UNS, "'k'");
+  assert_status_names(dsv4_topk_select(c, NULL, in, 1, 131072, 131072, 0, ov, oi), INV, "'k'");
+  assert_status_names(dsv4_topk_select(c, NULL, in, 1, big + 1, big + 1, 512, ov, oi), UNS, "'cols'");
+  assert_status_names(dsv4_topk_select(c, NULL, in, 64, 131072, 131071, 512, ov, oi), INV, "'row_stride'");
+  assert_status_names(dsv4_topk_select(c, NULL, in, 64, 131072, 131072, 512, NULL, oi), INV, "'out_values'");
+  assert_status_names(dsv4_topk_select(c, NULL, in, 64, 131072, 131072, 512, ov, NULL), INV, "'out_indices'");
+  assert_status_names(dsv4_topk_select(c, NULL, NULL, 64, 131072, 131072, 512, ov, oi), INV, "'scores'");
+  assert_status_names(dsv4_topk_select(c, NULL, (const float *)((uintptr_t)in + 2), 64, 131072, 131072, 512, ov, oi),
+                      INV, "'scores'");
+  assert_status_names(dsv4_topk_select(c, NULL, in, (int64_t)1 << 40, 131072, 131072, 512, ov, oi), UNS, "'rows'");
+  /* The shapes of the indexer pass the checks (the launch itself needs a GPU). */
+  assert_int_equal(dsv4_topk_select_check("t", c, in, 64, 131072, 131072, 512, ov, oi), DSV4_OK);
+  assert_int_equal(dsv4_topk_select_check("t", c, in, 512, 65536, 65540, 2048, ov, oi), DSV4_OK);
+  assert_int_equal(dsv4_topk_select_check("t", c, in, 1, big, big, 4096, ov, oi), DSV4_OK);
+  assert_int_equal(dsv4_topk_select_check("t", c, in, 3, 4096, 4096, 4096, ov, oi), DSV4_OK);
+  /* rows == 0 is a no-op that needs no pointers. */
+  assert_int_equal(dsv4_topk_select(c, NULL, NULL, 0, 131072, 131072, 512, NULL, NULL), DSV4_OK);
+}
+
+/* ---------------- NVRTC ---------------- */
+static void test_compiles(void **state) {
+  (void)state;
+  static const char *const archs[] = {"sm_80", "sm_90a", "sm_100a"};
+  /* (cols, k): the indexer's k = 512 and 2048 on long rows, the extremes of k, and both block sizes. */
+  static const struct { int64_t cols; int32_t k; } shapes[] = {
+      {131072, 512}, {131072, 2048}, {1 << 20, 4096}, {65536, 1}, {2048, 64}, {8192, 4096}, {1025, 17}};
+  for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
+    dsv4_kernel_spec spec;
+    dsv4_topk_select_spec(shapes[i].cols, shapes[i].k, &spec);
+    assert_string_equal(spec.source, "topk_long.cu");
+    for (int a = 0; a < 3; ++a) {
+      dsv4_cubin cubin;
+      const double t0 = dsv4_now_ms();
+      dsv4_status s = dsv4_jit_compile(NULL, &spec, archs[a], &cubin);
+      if (s != DSV4_OK) fprintf(stderr, "%s for %s: %s\n", spec.name_expr, archs[a], dsv4_last_error());
+      assert_int_equal(s, DSV4_OK);
+      assert_true(cubin.size > 256);
+      assert_memory_equal(cubin.image, "\177ELF", 4);
+      assert_true(strlen(cubin.lowered_name) > 0);
+      printf("  %-34s %-8s %7zu bytes %6.0f ms\n", spec.name_expr, archs[a], cubin.size, dsv4_now_ms() - t0);
+      dsv4_cubin_free(&cubin);
+    }
+  }
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_kernel_choice),
+      cmocka_unit_test(test_plan_indexer_shapes),
+      cmocka_unit_test(test_plan_invariants),
+      cmocka_unit_test(test_long_args),
+      cmocka_unit_test(test_compiles),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
