@@ -29,6 +29,7 @@ static int child(int expect_cold) {
   int ok = s == DSV4_OK && ids[6] == lut[30] && ids[23] == lut[23];
   if (expect_cold) ok &= st.compiles >= 1 && st.disk_writes == st.compiles;
   else ok &= st.compiles == 0 && st.disk_hits >= 1;
+  gpu_free(d_tok), gpu_free(d_lut), gpu_free(d_w), gpu_free(d_ids);
   dsv4_ctx_leave(ctx, pushed);
   dsv4_context_destroy(ctx);
   return ok ? 0 : 1;
