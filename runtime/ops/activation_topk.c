@@ -16,6 +16,19 @@ void dsv4_activation_topk_spec(int32_t num_experts, int32_t k, dsv4_kernel_spec 
   snprintf(out->tag, sizeof out->tag, "activation_topk-k%d-e%d", (int)k, (int)num_experts);
 }
 
+dsv4_status dsv4_logit_slabs_check(const char *fn, int32_t num_splits, int64_t split_stride, int64_t num_tokens,
+                                    int32_t num_experts) {
+  DSV4_CHECK_ARG(num_splits >= 1, fn, "num_splits", "must be at least 1");
+  DSV4_CHECK_RANGE(num_splits <= MAX_SPLITS, fn, "num_splits", num_splits, "1..64");
+  DSV4_CHECK_RANGE(num_tokens <= ((int64_t)1 << 40) / num_experts, fn, "num_tokens", num_tokens,
+                   "0..2^40/num_experts");
+  DSV4_CHECK_ARG(num_splits == 1 || split_stride >= num_tokens * num_experts, fn, "split_stride",
+                 "is smaller than num_tokens * num_experts");
+  DSV4_CHECK_ARG(num_splits == 1 || split_stride <= ((int64_t)1 << 46) / num_splits, fn, "split_stride",
+                 "is too large (num_splits * split_stride > 2^46)");
+  return DSV4_OK;
+}
+
 dsv4_status dsv4_activation_topk_check(const char *fn, const void *ctx, const float *logits, int32_t num_splits,
                                        int64_t split_stride, int64_t num_tokens, int32_t num_experts,
                                        const float *bias, int32_t k, float scale, const float *w,
@@ -27,14 +40,7 @@ dsv4_status dsv4_activation_topk_check(const char *fn, const void *ctx, const fl
   DSV4_CHECK_ARG(k >= 1, fn, "k", "must be at least 1");
   DSV4_CHECK_RANGE(k <= MAX_K && k <= num_experts, fn, "k", k, "1..min(num_experts,16)");
   DSV4_CHECK_ARG(isfinite(scale) && scale > 0.0f, fn, "routed_scaling_factor", "must be finite and positive");
-  DSV4_CHECK_ARG(num_splits >= 1, fn, "num_splits", "must be at least 1");
-  DSV4_CHECK_RANGE(num_splits <= MAX_SPLITS, fn, "num_splits", num_splits, "1..64");
-  DSV4_CHECK_RANGE(num_tokens <= ((int64_t)1 << 40) / num_experts, fn, "num_tokens", num_tokens,
-                   "0..2^40/num_experts");
-  DSV4_CHECK_ARG(num_splits == 1 || split_stride >= num_tokens * num_experts, fn, "split_stride",
-                 "is smaller than num_tokens * num_experts");
-  DSV4_CHECK_ARG(num_splits == 1 || split_stride <= ((int64_t)1 << 46) / num_splits, fn, "split_stride",
-                 "is too large (num_splits * split_stride > 2^46)");
+  DSV4_TRY(dsv4_logit_slabs_check(fn, num_splits, split_stride, num_tokens, num_experts));
   DSV4_CHECK_ARG(((uintptr_t)bias & 3) == 0, fn, "bias", "is not 4-byte aligned");
   if (num_tokens == 0) return DSV4_OK;
   DSV4_CHECK_ARG(logits != NULL, fn, "logits", "is NULL");

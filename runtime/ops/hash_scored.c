@@ -8,7 +8,6 @@
 #define MAX_EXPERTS 1024
 #define MAX_K 16
 #define MAX_VOCAB (1 << 24)
-#define MAX_SPLITS 64
 #define BLOCK 256   /* one thread per token */
 
 void dsv4_hash_scored_spec(int32_t k, dsv4_kernel_spec *out) {
@@ -30,14 +29,7 @@ dsv4_status dsv4_hash_scored_check(const char *fn, const void *ctx, const float 
   DSV4_CHECK_ARG(vocab_size >= 1, fn, "vocab_size", "must be at least 1");
   DSV4_CHECK_RANGE(vocab_size <= MAX_VOCAB, fn, "vocab_size", vocab_size, "1..2^24");
   DSV4_CHECK_ARG(isfinite(scale) && scale > 0.0f, fn, "routed_scaling_factor", "must be finite and positive");
-  DSV4_CHECK_ARG(num_splits >= 1, fn, "num_splits", "must be at least 1");
-  DSV4_CHECK_RANGE(num_splits <= MAX_SPLITS, fn, "num_splits", num_splits, "1..64");
-  DSV4_CHECK_RANGE(num_tokens <= ((int64_t)1 << 40) / num_experts, fn, "num_tokens", num_tokens,
-                   "0..2^40/num_experts");
-  DSV4_CHECK_ARG(num_splits == 1 || split_stride >= num_tokens * num_experts, fn, "split_stride",
-                 "is smaller than num_tokens * num_experts");
-  DSV4_CHECK_ARG(num_splits == 1 || split_stride <= ((int64_t)1 << 46) / num_splits, fn, "split_stride",
-                 "is too large (num_splits * split_stride > 2^46)");
+  DSV4_TRY(dsv4_logit_slabs_check(fn, num_splits, split_stride, num_tokens, num_experts));
   DSV4_CHECK_ARG(lut != NULL, fn, "lut", "is NULL");
   DSV4_CHECK_ARG(((uintptr_t)lut & 3) == 0, fn, "lut", "is not 4-byte aligned");
   if (num_tokens == 0) return DSV4_OK;
