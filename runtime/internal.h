@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #define DSV4_INTERNAL __attribute__((visibility("hidden")))
 
@@ -24,6 +25,12 @@ DSV4_INTERNAL void dsv4_clear_error(void);
     if (!(cond))                                                                                    \
       return dsv4_fail(DSV4_ERR_UNSUPPORTED, "%s: argument '%s' = %lld is outside the supported "   \
                        "range %s", fn, arg, (long long)(value), range);                             \
+  } while (0)
+/* A device pointer argument: not NULL, and aligned to `align` bytes. */
+#define DSV4_CHECK_PTR(ptr, fn, arg, align)                                                          \
+  do {                                                                                              \
+    DSV4_CHECK_ARG((ptr) != NULL, fn, arg, "is NULL");                                              \
+    DSV4_CHECK_ARG(((uintptr_t)(ptr) & ((align) - 1)) == 0, fn, arg, "is not " #align "-byte aligned"); \
   } while (0)
 #define DSV4_TRY(expr)                        \
   do {                                        \

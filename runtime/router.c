@@ -222,10 +222,8 @@ dsv4_status dsv4_router_forward(dsv4_router *r, CUstream stream, const void *hid
     DSV4_CHECK_ARG(token_ids != NULL, fn, "token_ids", "is NULL (hash mode)");
     DSV4_CHECK_ARG(((uintptr_t)token_ids & 3) == 0, fn, "token_ids", "is not 4-byte aligned");
   }
-  DSV4_CHECK_ARG(w != NULL, fn, "topk_weights", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)w & 3) == 0, fn, "topk_weights", "is not 4-byte aligned");
-  DSV4_CHECK_ARG(ids != NULL, fn, "topk_ids", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)ids & 3) == 0, fn, "topk_ids", "is not 4-byte aligned");
+  DSV4_CHECK_PTR(w, fn, "topk_weights", 4);
+  DSV4_CHECK_PTR(ids, fn, "topk_ids", 4);
   if (c->mode == DSV4_ROUTER_HASH && c->hash_weights == DSV4_HASH_WEIGHTS_UNIFORM)
     return dsv4_hash_router_enqueue(r->ctx, stream, token_ids, n, r->lut, c->vocab_size, c->top_k,
                                     c->routed_scaling_factor / (float)c->top_k, w, ids, (int32_t *)r->err_count);

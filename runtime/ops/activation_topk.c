@@ -43,12 +43,9 @@ dsv4_status dsv4_activation_topk_check(const char *fn, const void *ctx, const fl
   DSV4_TRY(dsv4_logit_slabs_check(fn, num_splits, split_stride, num_tokens, num_experts));
   DSV4_CHECK_ARG(((uintptr_t)bias & 3) == 0, fn, "bias", "is not 4-byte aligned");
   if (num_tokens == 0) return DSV4_OK;
-  DSV4_CHECK_ARG(logits != NULL, fn, "logits", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)logits & 3) == 0, fn, "logits", "is not 4-byte aligned");
-  DSV4_CHECK_ARG(w != NULL, fn, "topk_weights", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)w & 3) == 0, fn, "topk_weights", "is not 4-byte aligned");
-  DSV4_CHECK_ARG(ids != NULL, fn, "topk_ids", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)ids & 3) == 0, fn, "topk_ids", "is not 4-byte aligned");
+  DSV4_CHECK_PTR(logits, fn, "logits", 4);
+  DSV4_CHECK_PTR(w, fn, "topk_weights", 4);
+  DSV4_CHECK_PTR(ids, fn, "topk_ids", 4);
   return DSV4_OK;
 }
 

@@ -110,8 +110,7 @@ dsv4_status dsv4_gate_decode_check(const char *fn, const void *ctx, const void *
   if (num_tokens == 0) return DSV4_OK;
   DSV4_CHECK_ARG(x != NULL, fn, "hidden_bf16", "is NULL");
   DSV4_CHECK_ARG(((uintptr_t)x & 15) == 0, fn, "hidden_bf16", "is not 16-byte aligned");
-  DSV4_CHECK_ARG(partials != NULL, fn, "partials", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)partials & 3) == 0, fn, "partials", "is not 4-byte aligned");
+  DSV4_CHECK_PTR(partials, fn, "partials", 4);
   return DSV4_OK;
 }
 

@@ -22,15 +22,11 @@ dsv4_status dsv4_hash_router_check(const char *fn, const void *ctx, const int32_
   DSV4_CHECK_RANGE(k <= MAX_K, fn, "k", k, "1..16");
   DSV4_CHECK_ARG(vocab_size >= 1, fn, "vocab_size", "must be at least 1");
   DSV4_CHECK_RANGE(vocab_size <= MAX_VOCAB, fn, "vocab_size", vocab_size, "1..2^24");
-  DSV4_CHECK_ARG(lut != NULL, fn, "lut", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)lut & 3) == 0, fn, "lut", "is not 4-byte aligned");
+  DSV4_CHECK_PTR(lut, fn, "lut", 4);
   if (num_tokens == 0) return DSV4_OK;
-  DSV4_CHECK_ARG(token_ids != NULL, fn, "token_ids", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)token_ids & 3) == 0, fn, "token_ids", "is not 4-byte aligned");
-  DSV4_CHECK_ARG(w != NULL, fn, "topk_weights", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)w & 3) == 0, fn, "topk_weights", "is not 4-byte aligned");
-  DSV4_CHECK_ARG(ids != NULL, fn, "topk_ids", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)ids & 3) == 0, fn, "topk_ids", "is not 4-byte aligned");
+  DSV4_CHECK_PTR(token_ids, fn, "token_ids", 4);
+  DSV4_CHECK_PTR(w, fn, "topk_weights", 4);
+  DSV4_CHECK_PTR(ids, fn, "topk_ids", 4);
   DSV4_CHECK_RANGE(num_tokens <= ((int64_t)1 << 40) / k, fn, "num_tokens", num_tokens, "0..2^40/k");
   return DSV4_OK;
 }

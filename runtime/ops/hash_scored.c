@@ -30,17 +30,12 @@ dsv4_status dsv4_hash_scored_check(const char *fn, const void *ctx, const float 
   DSV4_CHECK_RANGE(vocab_size <= MAX_VOCAB, fn, "vocab_size", vocab_size, "1..2^24");
   DSV4_CHECK_ARG(isfinite(scale) && scale > 0.0f, fn, "routed_scaling_factor", "must be finite and positive");
   DSV4_TRY(dsv4_logit_slabs_check(fn, num_splits, split_stride, num_tokens, num_experts));
-  DSV4_CHECK_ARG(lut != NULL, fn, "lut", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)lut & 3) == 0, fn, "lut", "is not 4-byte aligned");
+  DSV4_CHECK_PTR(lut, fn, "lut", 4);
   if (num_tokens == 0) return DSV4_OK;
-  DSV4_CHECK_ARG(logits != NULL, fn, "logits", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)logits & 3) == 0, fn, "logits", "is not 4-byte aligned");
-  DSV4_CHECK_ARG(token_ids != NULL, fn, "token_ids", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)token_ids & 3) == 0, fn, "token_ids", "is not 4-byte aligned");
-  DSV4_CHECK_ARG(w != NULL, fn, "topk_weights", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)w & 3) == 0, fn, "topk_weights", "is not 4-byte aligned");
-  DSV4_CHECK_ARG(ids != NULL, fn, "topk_ids", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)ids & 3) == 0, fn, "topk_ids", "is not 4-byte aligned");
+  DSV4_CHECK_PTR(logits, fn, "logits", 4);
+  DSV4_CHECK_PTR(token_ids, fn, "token_ids", 4);
+  DSV4_CHECK_PTR(w, fn, "topk_weights", 4);
+  DSV4_CHECK_PTR(ids, fn, "topk_ids", 4);
   return DSV4_OK;
 }
 

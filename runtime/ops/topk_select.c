@@ -105,12 +105,9 @@ dsv4_status dsv4_topk_select_check(const char *fn, const void *ctx, const float 
   DSV4_CHECK_RANGE(k <= cols && k <= MAX_K, fn, "k", k, "1..min(cols,4096)");
   DSV4_CHECK_RANGE(rows <= ((int64_t)1 << 46) / row_stride, fn, "rows", rows, "rows * row_stride <= 2^46");
   if (rows == 0) return DSV4_OK;
-  DSV4_CHECK_ARG(scores != NULL, fn, "scores", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)scores & 3) == 0, fn, "scores", "is not 4-byte aligned");
-  DSV4_CHECK_ARG(out_values != NULL, fn, "out_values", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)out_values & 3) == 0, fn, "out_values", "is not 4-byte aligned");
-  DSV4_CHECK_ARG(out_indices != NULL, fn, "out_indices", "is NULL");
-  DSV4_CHECK_ARG(((uintptr_t)out_indices & 3) == 0, fn, "out_indices", "is not 4-byte aligned");
+  DSV4_CHECK_PTR(scores, fn, "scores", 4);
+  DSV4_CHECK_PTR(out_values, fn, "out_values", 4);
+  DSV4_CHECK_PTR(out_indices, fn, "out_indices", 4);
   return DSV4_OK;
 }
 
