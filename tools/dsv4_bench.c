@@ -1,7 +1,9 @@
 /*
  * dsv4-bench: the figures of SPEC section 5, measured on the GPU (never asserted in a test).
  * Every op is checked against the FP64 oracle before it is timed.
- *   dsv4-bench [--calls 200] [--reps 30]
+ *   dsv4-bench [--calls 200] [--reps 30] [--only GROUP[,GROUP...]]
+ * GROUP: hash, gate, breakdown, router, topk, act, long, jit (default: all). A short run under a profiler:
+ *   ncu -k regex:gate_decode dsv4-bench --only gate --calls 2 --reps 1
  */
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +17,21 @@
 #include "ops/ops.h"
 
 static int g_calls = 200, g_reps = 30;
+static const char *g_only = NULL;
+
+/* Whether the bench group `name` runs (--only: a comma-separated list of group names). */
+static bool want(const char *name) {
+  if (!g_only) return true;
+  const size_t n = strlen(name);
+  for (const char *p = g_only; *p;) {
+    const char *e = strchr(p, ',');
+    const size_t len = e ? (size_t)(e - p) : strlen(p);
+    if (len == n && !strncmp(p, name, n)) return true;
+    if (!e) break;
+    p = e + 1;
+  }
+  return false;
+}
 
 #define CHECK(expr)                                                                                  \
   do {                                                                                               \
@@ -537,6 +554,7 @@ int main(int argc, char **argv) {
   for (int i = 1; i + 1 < argc; ++i) {
     if (!strcmp(argv[i], "--calls")) g_calls = atoi(argv[i + 1]);
     if (!strcmp(argv[i], "--reps")) g_reps = atoi(argv[i + 1]);
+    if (!strcmp(argv[i], "--only")) g_only = argv[i + 1];
   }
   dsv4_context *ctx = NULL;
   dsv4_status s = dsv4_context_create(0, &ctx);
@@ -558,28 +576,41 @@ int main(int argc, char **argv) {
   CHECK(dsv4_copy_bandwidth(drv, stream, (size_t)1 << 30, 10, &gbps));
   printf("floor: device copy bandwidth %.0f GB/s (read + write, 1 GiB)\n\n", gbps);
   printf("%-34s %9s %9s %9s  %-14s %s\n", "workload", "graph us", "stream us", "cold us", "target", "effective");
-  bench_hash(ctx, stream, 1);
-  bench_hash(ctx, stream, 4096);
-  bench_hash(ctx, stream, 65536);
-  for (int64_t n = 1; n <= 64; n = n == 1 ? 8 : n * 2)
-    if (n != 16) bench_gate_decode(ctx, stream, n);
-  bench_decode_breakdown(ctx, stream, 1);
-  bench_decode_breakdown(ctx, stream, 64);
-  bench_router(ctx, stream, "v4-pro");
-  bench_router(ctx, stream, "v4-flash");
-  bench_topk_select(ctx, stream, 16384, 384, 6, gbps);
-  bench_topk_select(ctx, stream, 65536, 384, 6, gbps);
-  bench_activation_topk(ctx, stream, 16384, 384, 6, gbps);
-  bench_activation_topk(ctx, stream, 16384, 256, 6, gbps);
-  bench_topk_select(ctx, stream, 64, 131072, 512, gbps);
-  bench_topk_select(ctx, stream, 64, 131072, 2048, gbps);
-  /* The indexer's long rows (topk_long.cu): decode (1 row: latency) and a prefill-sized batch. */
-  bench_topk_select(ctx, stream, 1, 131072, 512, gbps);
-  bench_topk_select(ctx, stream, 1, 131072, 2048, gbps);
-  bench_topk_select(ctx, stream, 512, 65536, 512, gbps);
-  bench_topk_select(ctx, stream, 512, 65536, 2048, gbps);
+  if (want("hash")) {
+    bench_hash(ctx, stream, 1);
+    bench_hash(ctx, stream, 4096);
+    bench_hash(ctx, stream, 65536);
+  }
+  if (want("gate"))
+    for (int64_t n = 1; n <= 64; n = n == 1 ? 8 : n * 2)
+      if (n != 16) bench_gate_decode(ctx, stream, n);
+  if (want("breakdown")) {
+    bench_decode_breakdown(ctx, stream, 1);
+    bench_decode_breakdown(ctx, stream, 64);
+  }
+  if (want("router")) {
+    bench_router(ctx, stream, "v4-pro");
+    bench_router(ctx, stream, "v4-flash");
+  }
+  if (want("topk")) {
+    bench_topk_select(ctx, stream, 16384, 384, 6, gbps);
+    bench_topk_select(ctx, stream, 65536, 384, 6, gbps);
+  }
+  if (want("act")) {
+    bench_activation_topk(ctx, stream, 16384, 384, 6, gbps);
+    bench_activation_topk(ctx, stream, 16384, 256, 6, gbps);
+  }
+  if (want("long")) {
+    bench_topk_select(ctx, stream, 64, 131072, 512, gbps);
+    bench_topk_select(ctx, stream, 64, 131072, 2048, gbps);
+    /* The indexer's long rows (topk_long.cu): decode (1 row: latency) and a prefill-sized batch. */
+    bench_topk_select(ctx, stream, 1, 131072, 512, gbps);
+    bench_topk_select(ctx, stream, 1, 131072, 2048, gbps);
+    bench_topk_select(ctx, stream, 512, 65536, 512, gbps);
+    bench_topk_select(ctx, stream, 512, 65536, 2048, gbps);
+  }
   printf("\n");
-  bench_jit(ctx);
+  if (want("jit")) bench_jit(ctx);
   drv->cuStreamDestroy(stream);
   dsv4_ctx_leave(ctx, pushed);
   dsv4_context_destroy(ctx);
