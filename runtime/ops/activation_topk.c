@@ -8,7 +8,10 @@
 #define MAX_EXPERTS 1024
 #define MAX_K 16
 #define MAX_SPLITS 64
-#define TOKENS_PER_BLOCK 4   /* kActTokensPerBlock in the kernel: one warp per token */
+#define TOKENS_PER_BLOCK 4   /* kActTokensPerBlock in the kernel: one warp per token at a time */
+
+/* act_min_blocks in the kernel: the blocks per SM its __launch_bounds__ guarantees. */
+static int act_blocks_per_sm(int32_t e) { return e <= 256 ? 9 : e <= 384 ? 8 : e <= 640 ? 5 : 4; }
 
 void dsv4_activation_topk_spec(int32_t num_experts, int32_t k, dsv4_kernel_spec *out) {
   out->source = "activation_topk.cu";
@@ -59,8 +62,14 @@ dsv4_status dsv4_activation_topk_enqueue(dsv4_context *ctx, CUstream stream, con
   CUfunction fn = NULL;
   DSV4_TRY(dsv4_ctx_function(ctx, &spec, &fn));
   if (num_splits == 1) split_stride = 0;   /* unused; keeps the kernel's alignment test about the logits */
-  /* One warp per token; with several slabs (decode) one block per token. */
-  int64_t grid = num_splits > 1 ? num_tokens : (num_tokens + TOKENS_PER_BLOCK - 1) / TOKENS_PER_BLOCK;
+  /* With several slabs (decode) one block per token. Otherwise a warp per token up to one wave of resident
+   * blocks; beyond it each warp loops over tokens, loading the next one's row while it routes this one. */
+  int64_t grid = num_tokens;
+  if (num_splits == 1) {
+    grid = (num_tokens + TOKENS_PER_BLOCK - 1) / TOKENS_PER_BLOCK;
+    const int64_t wave = (int64_t)(ctx->sm_count > 0 ? ctx->sm_count : 1) * act_blocks_per_sm(num_experts);
+    if (grid > wave) grid = wave;
+  }
   if (grid > ((int64_t)1 << 30)) grid = (int64_t)1 << 30;   /* the kernel loops over tokens beyond the grid */
   void *args[] = {&logits, &num_splits, &split_stride, &num_tokens, &bias, &scale, &w, &ids};
   bool pushed = false;
