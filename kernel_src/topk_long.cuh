@@ -1,8 +1,9 @@
-// Helpers of the long-row top-k (topk_long.cu): thread-block-cluster access, block scans, the survivor sort,
-// and the chunked passes of the radix select. Compiled by NVRTC only; no host headers.
+// Helpers of the long-row top-k (topk_long.cu): thread-block-cluster access, the histogram merge, the passes of
+// the radix select and the survivor sort. Compiled by NVRTC only; no host headers.
 //
 // Everything here is generic in NT (threads per block, a power of two in 64..1024). Names carry a tl_ prefix
-// so this header can sit beside topk.cuh in one translation unit.
+// so this header can sit beside topk.cuh in one translation unit. The cluster primitives (and the dynamic
+// shared memory) are the only inline assembly; DSV4_TL_EMULATION lets a host harness supply them.
 #pragma once
 
 #include "common.cuh"
@@ -12,9 +13,14 @@ namespace dsv4 {
 typedef unsigned long long tl_u64;
 typedef unsigned tl_u32;
 
-constexpr int kTlBins = 2048;        // 11-bit digits (the last level uses 10 bits of them)
-constexpr int kTlMaxCluster = 8;     // blocks per row at most (the portable cluster size)
-constexpr int kTlCtlBytes = 512;     // the control block at the start of dynamic shared memory (host: same)
+constexpr int kTlBins = 2048;                 // 11-bit digits (10-bit digits use the low half)
+constexpr int kTlChunks = kTlBins / 32;       // 32-bin chunks: the first step of the merge
+constexpr int kTlMaxCluster = 16;             // blocks per row at most (16 is a non-portable cluster size)
+constexpr int kTlCtlBytes = 1024;             // control block + chunk sums at the start of dynamic smem (host: same)
+constexpr int kTlLevels = 5;                  // digits of the composite key: 11 + 11 + 10 (value), 10 + 10 (column)
+constexpr int kTlHits = 4096;                 // positions a 16-bit-key pass collects before re-reading (host: same)
+constexpr int kTlRankSortMax = 256;           // survivor lists up to this long are sorted by counting
+constexpr tl_u32 kTlFull = 0xffffffffu;
 
 // floor(log2(X)) at compile time.
 template <int X>
@@ -26,16 +32,25 @@ struct TlLog2<0> {
   static constexpr int value = 0;
 };
 
-// The rank key of a survivor: the order key in the high word, ~index in the low word, so a plain unsigned
-// compare orders by value (NaN lowest) and then by lower index. Every real key is nonzero; 0 is padding.
-__device__ __forceinline__ tl_u64 tl_key(tl_u32 okey, tl_u32 index) { return ((tl_u64)okey << 32) | (tl_u64)(~index); }
-__device__ __forceinline__ tl_u32 tl_key_index(tl_u64 key) { return ~(tl_u32)key; }
+// ---------------------------------------------------------------------------------------------------------
+// The composite key of an element: the order key (float_order_key: NaN lowest, -0 == +0) in the high word and
+// ~column in the low word. Keys are distinct (columns are), a plain unsigned compare ranks by value and then by
+// lower column, and no key is 0 (columns < 2^20, so ~column >= 2^32 - 2^20): 0 is the sort's padding.
+// Radix digits from the top: level 1 = key bits 31..21, level 2 = 20..10, level 3 = 9..0, level 4 = bits
+// 19..10 of ~column, level 5 = bits 9..0 of ~column (bits 31..20 of ~column are 1 for every column).
+// ---------------------------------------------------------------------------------------------------------
+__device__ __forceinline__ tl_u64 tl_ckey(tl_u32 okey, tl_u32 col) { return ((tl_u64)okey << 32) | (tl_u64)(~col); }
+__device__ __forceinline__ tl_u32 tl_ckey_col(tl_u64 c) { return ~(tl_u32)c; }
+__device__ __forceinline__ int tl_shift(int level) {
+  return level == 1 ? 53 : level == 2 ? 42 : level == 3 ? 32 : level == 4 ? 10 : 0;
+}
+__device__ __forceinline__ tl_u32 tl_dmask(int level) { return level <= 2 ? 0x7ffu : 0x3ffu; }
 
 // The input value of a survivor: the inverse of float_order_key where it is one to one; NaN (key 0) and
 // zeros (key 0x80000000, the sign folded) are read back from the row so their bits come out unchanged.
-__device__ __forceinline__ float tl_key_value(tl_u64 key, const float* __restrict__ row) {
-  const tl_u32 k = (tl_u32)(key >> 32);
-  if (k == 0u || k == 0x80000000u) return __ldg(row + tl_key_index(key));
+__device__ __forceinline__ float tl_value(tl_u64 c, const float* __restrict__ row) {
+  const tl_u32 k = (tl_u32)(c >> 32);
+  if (k == 0u || k == 0x80000000u) return __ldg(row + tl_ckey_col(c));
   return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
 
@@ -106,179 +121,427 @@ __device__ __forceinline__ void tl_sync(int cl) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Shared-memory layout of a block: the control block, two histograms, the survivor list, then the pool
-// (the row slice's keys and/or the candidate buffers; later the copies of the other blocks' survivors).
+// Shared memory of a block: the control block (with the chunk sums of both histograms), two histograms of
+// kTlBins counters, the survivor list, then the pool: the cache of the slice (order keys, or their top 16
+// bits) and the candidate buffer; at the end, the copies of the other blocks' survivors and the ranks.
 // ---------------------------------------------------------------------------------------------------------
 struct TlCtl {
-  tl_u32 bin, above, cnt, pre, mine;   // the last histogram merge: boundary bin and its counts
-  tl_u32 n_emit;                       // survivors in this block's list (read by the cluster at the end)
-  tl_u32 scratch[32];                  // block scan scratch
-  tl_u64 scratch64[32];
+  tl_u32 bin, above, cnt, mine;   // the last histogram merge: boundary bin and its counts
+  tl_u32 n_emit;                  // survivors in this block's list (read by the cluster at the end)
+  tl_u32 n_push;                  // candidates in the buffer
+  tl_u32 pad;
+  tl_u32 n_hits;                  // positions in the hit list (16-bit-key passes)
+  tl_u32 counts[kTlMaxCluster];   // final phase: each block's survivor count (0 for this block)
+  tl_u32 offs[kTlMaxCluster];     // final phase: where each block's list starts among the copies
+  tl_u32 sums[2][kTlChunks];      // chunk sums of the two histograms (read by the cluster)
 };
 static_assert(sizeof(TlCtl) <= kTlCtlBytes, "control block");
 
 // ---------------------------------------------------------------------------------------------------------
-// Block scans (every thread must call; they synchronise the block).
+// Histogram merge over the cluster, by one warp (all 32 lanes of warp 0): the histograms h (this block's; the
+// same offset in every block) with chunk sums `sums` are summed over the cluster's blocks (integers: exact,
+// order-free), and the bin holding the need-th largest element (counting from the top bin down) is found in
+// two steps: the chunk from the chunk sums, then the bin from that chunk's 32 counters. Every block computes
+// the same answer. Results in ctl: bin, above (elements in higher bins, all blocks), cnt (elements in the bin,
+// all blocks), mine (in this block). Every block's h and sums must be complete and visible (tl_sync), and
+// none may change until every block has passed the next tl_sync. need must be in 1..(total count).
 // ---------------------------------------------------------------------------------------------------------
-template <int NT>
-__device__ __forceinline__ tl_u32 tl_scan_excl(tl_u32 v, tl_u32* scratch, tl_u32* total) {
-  static_assert(NT % 32 == 0 && NT >= 64 && NT <= 1024, "block size");
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  tl_u32 x = v;
-#pragma unroll
-  for (int d = 1; d < 32; d <<= 1) {
-    const tl_u32 y = __shfl_up_sync(0xffffffffu, x, d);
-    if (lane >= d) x += y;
-  }
-  if (lane == 31) scratch[warp] = x;
-  __syncthreads();
-  if (warp == 0) {
-    tl_u32 t = lane < NT / 32 ? scratch[lane] : 0u;
-#pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-      const tl_u32 y = __shfl_up_sync(0xffffffffu, t, d);
-      if (lane >= d) t += y;
-    }
-    scratch[lane] = t;
-  }
-  __syncthreads();
-  const tl_u32 before = warp > 0 ? scratch[warp - 1] : 0u;
-  *total = scratch[NT / 32 - 1];
-  __syncthreads();
-  return before + x - v;
-}
-
-template <int NT>
-__device__ __forceinline__ tl_u64 tl_scan_excl64(tl_u64 v, tl_u64* scratch, tl_u64* total) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  tl_u64 x = v;
-#pragma unroll
-  for (int d = 1; d < 32; d <<= 1) {
-    const tl_u64 y = __shfl_up_sync(0xffffffffu, x, d);
-    if (lane >= d) x += y;
-  }
-  if (lane == 31) scratch[warp] = x;
-  __syncthreads();
-  if (warp == 0) {
-    tl_u64 t = lane < NT / 32 ? scratch[lane] : 0ull;
-#pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-      const tl_u64 y = __shfl_up_sync(0xffffffffu, t, d);
-      if (lane >= d) t += y;
-    }
-    scratch[lane] = t;
-  }
-  __syncthreads();
-  const tl_u64 before = warp > 0 ? scratch[warp - 1] : 0ull;
-  *total = scratch[NT / 32 - 1];
-  __syncthreads();
-  return before + x - v;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Histogram merge over the cluster: the histograms `h` (this block's; the same offset in every block) are
-// summed bin by bin over the cluster's blocks in rank order (integers: the result is exact), and the bin
-// holding the need-th largest element is found (counting from the top bin down). Every block computes the
-// same answer. Results in ctl: bin, above (elements in higher bins, all blocks), cnt (elements in the bin,
-// all blocks), pre (elements in the bin in blocks of lower rank, i.e. lower column indices), mine (in this
-// block). The caller must have made every block's h complete and visible (tl_sync) and must not change any
-// h until every block has passed the next tl_sync. need must be in 1..(total count).
-// ---------------------------------------------------------------------------------------------------------
-template <int NT>
-__device__ __forceinline__ void tl_merge(TlCtl* ctl, const tl_u32* h, int cl, int rank, tl_u32 need) {
-  constexpr int BPT = kTlBins / NT;   // bins per thread, held from the top bin down
-  static_assert(BPT >= 2 && BPT * NT == kTlBins, "bins per thread");
-  const int t = threadIdx.x;
-  const int first = kTlBins - BPT * (t + 1);   // lowest bin of this thread; bin first + BPT - 1 - u is slot u
-  // All loads first (unrolled over the largest cluster), so the remote loads of every block are in flight at once.
-  tl_u32 v[kTlMaxCluster][BPT];
+__device__ __forceinline__ void tl_merge(TlCtl* ctl, const tl_u32* h, const tl_u32* sums, int cl, int rank,
+                                         tl_u32 need) {
+  const int lane = threadIdx.x & 31;
+  // All the cluster's loads of a step are issued before any is used: one distributed-shared-memory round trip.
+  uint2 q[kTlMaxCluster];
 #pragma unroll
   for (int c = 0; c < kTlMaxCluster; ++c) {
+    q[c] = make_uint2(0u, 0u);
+    if (c < cl) q[c] = *reinterpret_cast<const uint2*>(tl_peer(sums, (tl_u32)c) + 2 * lane);
+  }
+  tl_u32 s0 = 0, s1 = 0;   // chunks 2 * lane and 2 * lane + 1
 #pragma unroll
-    for (int u = 0; u < BPT; ++u) v[c][u] = 0;
-    if (c < cl) {
-      const tl_u32* hc = c == rank ? h : tl_peer(h, (tl_u32)c);
-      if constexpr (BPT == 2) {
-        const uint2 q = *reinterpret_cast<const uint2*>(hc + first);
-        v[c][0] = q.x, v[c][1] = q.y;
-      } else {
+  for (int c = 0; c < kTlMaxCluster; ++c) s0 += q[c].x, s1 += q[c].y;
+  // Counts above: the chunks of higher lanes, then (for chunk 2 * lane) chunk 2 * lane + 1.
+  const tl_u32 tot = s0 + s1;
+  tl_u32 incl = tot;
 #pragma unroll
-        for (int u = 0; u < BPT; u += 4) {
-          const uint4 q = *reinterpret_cast<const uint4*>(hc + first + u);
-          v[c][u] = q.x, v[c][u + 1] = q.y, v[c][u + 2] = q.z, v[c][u + 3] = q.w;
+  for (int d = 1; d < 32; d <<= 1) {
+    const tl_u32 y = __shfl_down_sync(kTlFull, incl, d);
+    if (lane + d < 32) incl += y;
+  }
+  const tl_u32 ex = incl - tot;
+  const bool hi = ex < need && need <= ex + s1;
+  const bool lo = !hi && ex + s1 < need && need <= ex + s1 + s0;
+  const tl_u32 who = __ballot_sync(kTlFull, hi || lo);
+  const int src = who ? __ffs(who) - 1 : 0;
+  const int chunk = __shfl_sync(kTlFull, hi ? 2 * lane + 1 : 2 * lane, src);
+  const tl_u32 abv = __shfl_sync(kTlFull, hi ? ex : ex + s1, src);
+  // The chunk's bins: lane l holds bin chunk * 32 + l.
+  const int b = chunk * 32 + lane;
+  tl_u32 v[kTlMaxCluster];
+#pragma unroll
+  for (int c = 0; c < kTlMaxCluster; ++c) {
+    v[c] = 0u;
+    if (c < cl) v[c] = tl_peer(h, (tl_u32)c)[b];
+  }
+  tl_u32 g = 0, mine = 0;
+#pragma unroll
+  for (int c = 0; c < kTlMaxCluster; ++c) {
+    g += v[c];
+    if (c == rank) mine = v[c];
+  }
+  tl_u32 incl2 = g;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const tl_u32 y = __shfl_down_sync(kTlFull, incl2, d);
+    if (lane + d < 32) incl2 += y;
+  }
+  const tl_u32 a = abv + incl2 - g;
+  if (a < need && need <= a + g) {   // exactly one lane
+    ctl->bin = (tl_u32)b;
+    ctl->above = a;
+    ctl->cnt = g;
+    ctl->mine = mine;
+  }
+}
+
+// Chunk sums of the histogram h into sums (every warp; the caller synchronises before and after). With fold,
+// the second histogram `h2` is added into h first and cleared (level 1 counts into two copies).
+template <int NT>
+__device__ __forceinline__ void tl_chunk_sums(tl_u32* h, tl_u32* h2, bool fold, tl_u32* sums) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int j = warp; j < kTlChunks; j += NT / 32) {
+    const int b = j * 32 + lane;
+    tl_u32 v = h[b];
+    if (fold) {
+      v += h2[b];
+      h[b] = v;
+      h2[b] = 0u;
+    }
+    const tl_u32 s = __reduce_add_sync(kTlFull, v);
+    if (lane == 0) sums[j] = s;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// One level of the radix select. An element (composite key c) is in the level's set when (c & pm) == pp (the
+// digits of the levels before it equal their boundary digits). Of the set, those with a digit above `b` are
+// survivors (emitted to the block's list); those with the digit equal to b are the boundary: all emitted when
+// `take` (the boundary holds exactly what is still needed), else counted by their next digit into `h` and,
+// with `push`, appended to the candidate buffer. flo is a lower bound of the order key of every element the
+// level emits or counts (used to skip the rest cheaply).
+// ---------------------------------------------------------------------------------------------------------
+struct TlLevel {
+  tl_u64 pm, pp;
+  tl_u32 b, dm, dm2, flo;
+  int sh, sh2;
+  bool take, push;
+};
+
+// Exclusive prefix sum over the warp of per-lane counts v < 2^B, and the warp's total, from B ballots of v's
+// bits (no shuffle chain). Warp-uniform.
+template <int B>
+__device__ __forceinline__ tl_u32 tl_warp_prefix(tl_u32 v, tl_u32* total) {
+  const tl_u32 lt = (1u << (threadIdx.x & 31)) - 1u;
+  tl_u32 pre = 0, tot = 0;
+#pragma unroll
+  for (int b = 0; b < B; ++b) {
+    const tl_u32 m = __ballot_sync(kTlFull, (v >> b) & 1u);
+    pre += (tl_u32)__popc(m & lt) << b;
+    tot += (tl_u32)__popc(m) << b;
+  }
+  *total = tot;
+  return pre;
+}
+
+// Appends the keys flagged in `emit` to the survivor list and those flagged in `push` to the candidate buffer,
+// one shared atomic per warp and list. Warp-uniform; E <= 8. Capacity overflow cannot happen (the counts are
+// exact); the guards only keep a broken invariant from writing out of bounds.
+template <int E>
+__device__ __forceinline__ void tl_write(const tl_u64 (&c)[E], tl_u32 emit, tl_u32 push, TlCtl* ctl,
+                                         tl_u64* list, tl_u32 list_cap, tl_u64* buf, tl_u32 buf_cap) {
+  static_assert(E <= 8, "4-bit counts");
+  const int lane = threadIdx.x & 31;
+  tl_u32 te, tp;
+  const tl_u32 pe = tl_warp_prefix<4>((tl_u32)__popc(emit), &te);
+  const tl_u32 pp = tl_warp_prefix<4>((tl_u32)__popc(push), &tp);
+  if (te == 0u && tp == 0u) return;
+  tl_u32 b = 0;
+  if (lane == 0 && te) b = atomicAdd(&ctl->n_emit, te);
+  if (lane == 1 && tp) b = atomicAdd(&ctl->n_push, tp);
+  tl_u32 se = __shfl_sync(kTlFull, b, 0) + pe;
+  tl_u32 sp = __shfl_sync(kTlFull, b, 1) + pp;
+#pragma unroll
+  for (int i = 0; i < E; ++i) {
+    if ((emit >> i) & 1u) {
+      if (se < list_cap) list[se] = c[i];
+      ++se;
+    }
+    if ((push >> i) & 1u) {
+      if (sp < buf_cap) buf[sp] = c[i];
+      ++sp;
+    }
+  }
+}
+
+// Classifies the keys flagged in `valid` at level lv (see TlLevel) and writes the survivors and candidates.
+// Warp-uniform.
+template <int E>
+__device__ __forceinline__ void tl_consume(const tl_u64 (&c)[E], tl_u32 valid, const TlLevel& lv, tl_u32* h,
+                                           TlCtl* ctl, tl_u64* list, tl_u32 list_cap, tl_u64* buf, tl_u32 buf_cap) {
+  tl_u32 emit = 0, push = 0;
+#pragma unroll
+  for (int i = 0; i < E; ++i) {
+    if (((valid >> i) & 1u) && (c[i] & lv.pm) == lv.pp) {
+      const tl_u32 d = (tl_u32)(c[i] >> lv.sh) & lv.dm;
+      if (d > lv.b) {
+        emit |= 1u << i;
+      } else if (d == lv.b) {
+        if (lv.take) {
+          emit |= 1u << i;
+        } else {
+          atomicAdd(&h[(tl_u32)(c[i] >> lv.sh2) & lv.dm2], 1u);
+          if (lv.push) push |= 1u << i;
         }
       }
     }
   }
-  tl_u32 g[BPT], pre[BPT], mine[BPT];
-#pragma unroll
-  for (int u = 0; u < BPT; ++u) {   // slot u is bin first + BPT - 1 - u
-    g[u] = 0, pre[u] = 0, mine[u] = 0;
-#pragma unroll
-    for (int c = 0; c < kTlMaxCluster; ++c) {
-      const tl_u32 x = v[c][BPT - 1 - u];
-      g[u] += x;
-      if (c < rank) pre[u] += x;
-      if (c == rank) mine[u] = x;
-    }
-  }
-  tl_u32 local = 0;
-#pragma unroll
-  for (int u = 0; u < BPT; ++u) local += g[u];
-  tl_u32 total;
-  tl_u32 above = tl_scan_excl<NT>(local, ctl->scratch, &total);
-#pragma unroll
-  for (int u = 0; u < BPT; ++u) {
-    if (above < need && above + g[u] >= need) {   // exactly one slot in the block
-      ctl->bin = (tl_u32)(first + BPT - 1 - u);
-      ctl->above = above;
-      ctl->cnt = g[u];
-      ctl->pre = pre[u];
-      ctl->mine = mine[u];
-    }
-    above += g[u];
-  }
-  __syncthreads();
+  tl_write<E>(c, emit, push, ctl, list, list_cap, buf, buf_cap);
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Sort of the survivor list: s[0..m) descending, m a power of two >= 64. Bitonic network; the strides below
-// 64 run in registers (two keys per lane, shuffles), the larger ones through shared memory.
+// Loads of the block's slice from global memory: thread t's group g of a chunk is the 4 consecutive positions
+// base + (g * NT + t) * 4 + e (16-byte loads when vec, the rows being 16-byte aligned; scalar otherwise).
+// Positions >= n read as +0.0 (the caller masks them).
 // ---------------------------------------------------------------------------------------------------------
-// One compare-exchange stage of stride st (< 64) inside a 64-key segment: lane holds keys a (position
-// base + lane) and b (position base + 32 + lane); size is the bitonic block size (> st).
-__device__ __forceinline__ void tl_warp_stage(tl_u64& a, tl_u64& b, int pos_a, int size, int st) {
-  if (st == 32) {
-    const bool desc = (pos_a & size) == 0;   // pair (pos_a, pos_a + 32)
-    if ((a < b) == desc) {
-      const tl_u64 t = a;
-      a = b, b = t;
+template <int NT, int G>
+__device__ __forceinline__ void tl_load_global(int base, int n, const float* __restrict__ pg, bool vec,
+                                               float (&v)[4 * G]) {
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const int p0 = base + (g * NT + (int)threadIdx.x) * 4;
+    if (vec && p0 + 3 < n) {
+      const float4 q = __ldg(reinterpret_cast<const float4*>(pg + p0));
+      v[4 * g] = q.x, v[4 * g + 1] = q.y, v[4 * g + 2] = q.z, v[4 * g + 3] = q.w;
+    } else {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) v[4 * g + e] = p0 + e < n ? __ldg(pg + p0 + e) : 0.0f;
     }
-    return;
   }
-  const tl_u64 pa = __shfl_xor_sync(0xffffffffu, a, st);
-  const tl_u64 pb = __shfl_xor_sync(0xffffffffu, b, st);
-  const int pos_b = pos_a + 32;
-  // The lower position of a pair keeps the larger key when the block sorts descending, and vice versa.
-  const bool max_a = ((pos_a & st) == 0) == ((pos_a & size) == 0);
-  const bool max_b = ((pos_b & st) == 0) == ((pos_b & size) == 0);
-  a = max_a ? (a > pa ? a : pa) : (a < pa ? a : pa);
-  b = max_b ? (b > pb ? b : pb) : (b < pb ? b : pb);
+}
+
+// Pass 1 of a row: reads the slice (n columns at pg) once, keeps the order keys of its first dn columns in the
+// cache (wide: 32-bit keys; else their top 16 bits) and counts the top digit of every key into h_even (even
+// lanes) or h_odd (odd lanes): two copies halve the same-address conflicts of concentrated data.
+template <int NT>
+__device__ __noinline__ void tl_pass1(int n, int dn, const float* __restrict__ pg, bool vec, bool wide,
+                                      unsigned char* cache, tl_u32* h_even, tl_u32* h_odd) {
+  constexpr int G = 4;   // 4 x 16 bytes in flight per thread
+  tl_u32* h = (threadIdx.x & 1) ? h_odd : h_even;
+  for (int base = 0; base < n; base += 4 * G * NT) {
+    float v[4 * G];
+    tl_load_global<NT, G>(base, n, pg, vec, v);
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const int p0 = base + (g * NT + (int)threadIdx.x) * 4;
+      if (p0 >= n) continue;
+      tl_u32 key[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) key[e] = float_order_key(v[4 * g + e]);
+      if (p0 < dn) {   // (dn is a multiple of 4 or n; the cache has room for the whole last group)
+        if (wide)
+          *reinterpret_cast<uint4*>(cache + 4 * p0) = make_uint4(key[0], key[1], key[2], key[3]);
+        else
+          *reinterpret_cast<uint2*>(cache + 2 * p0) =
+              make_uint2((key[0] >> 16) | (key[1] & 0xffff0000u), (key[2] >> 16) | (key[3] & 0xffff0000u));
+      }
+      if (p0 + 3 < n) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) atomicAdd(&h[key[e] >> 21], 1u);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          if (p0 + e < n) atomicAdd(&h[key[e] >> 21], 1u);
+      }
+    }
+  }
+}
+
+// A pass of level lv over the block's slice: the cached columns [0, dn) from the cache (wide or 16-bit keys;
+// with 16-bit keys an element that may qualify is re-read from global memory for its full key), the rest
+// [dn, n) from global memory. Only elements whose key is >= lv.flo are classified. Block-uniform (it
+// synchronises the block with 16-bit keys).
+// ctl->n_hits must be 0 on entry (16-bit keys); hits: kTlHits positions of scratch.
+template <int NT>
+__device__ __noinline__ void tl_scan_slice(int n, int dn, const float* __restrict__ pg, bool vec, int lo, bool wide,
+                                           const unsigned char* cache, tl_u32* hits, const TlLevel lv, tl_u32* h,
+                                           TlCtl* ctl, tl_u64* list, tl_u32 list_cap, tl_u64* buf, tl_u32 buf_cap) {
+  const int tid = threadIdx.x;
+  if (wide) {
+    // 8 keys per thread: positions base + (g * NT + tid) * 4 + e, g = 0, 1.
+    for (int base = 0; base < dn; base += 8 * NT) {
+      tl_u32 key[8];
+#pragma unroll
+      for (int g = 0; g < 2; ++g) {
+        const int p0 = base + (g * NT + tid) * 4;
+        uint4 q = make_uint4(0u, 0u, 0u, 0u);
+        if (p0 < dn) q = *reinterpret_cast<const uint4*>(cache + 4 * p0);
+        key[4 * g] = q.x, key[4 * g + 1] = q.y, key[4 * g + 2] = q.z, key[4 * g + 3] = q.w;
+      }
+      tl_u32 hit = 0;
+#pragma unroll
+      for (int i = 0; i < 8; ++i)
+        if (key[i] >= lv.flo && base + ((i >> 2) * NT + tid) * 4 + (i & 3) < dn) hit |= 1u << i;
+      if (__any_sync(kTlFull, hit != 0u)) {
+        tl_u64 c[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) c[i] = tl_ckey(key[i], (tl_u32)(lo + base + ((i >> 2) * NT + tid) * 4 + (i & 3)));
+        tl_consume<8>(c, hit, lv, h, ctl, list, list_cap, buf, buf_cap);
+      }
+    }
+  } else {
+    // 8 16-bit keys per thread: positions base + tid * 8 + e. An element that may qualify is re-read from global
+    // memory for its full key; to keep those reads off the critical path of every iteration, the positions are
+    // collected (hits, up to kTlHits) and re-read together after the scan. Positions past the list's capacity
+    // are re-read at once (correct, only slower).
+    const tl_u32 f16 = lv.flo >> 16;
+    const int lane = tid & 31;
+    for (int base = 0; base < dn; base += 8 * NT) {
+      const int p0 = base + tid * 8;
+      uint4 q = make_uint4(0u, 0u, 0u, 0u);
+      if (p0 < dn) q = *reinterpret_cast<const uint4*>(cache + 2 * p0);
+      const tl_u32 w[4] = {q.x, q.y, q.z, q.w};
+      tl_u32 hit = 0;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const tl_u32 k16 = (i & 1) ? (w[i >> 1] >> 16) : (w[i >> 1] & 0xffffu);
+        if (k16 >= f16 && p0 + i < dn) hit |= 1u << i;
+      }
+      if (__any_sync(kTlFull, hit != 0u)) {
+        tl_u32 tot;
+        const tl_u32 pre = tl_warp_prefix<4>((tl_u32)__popc(hit), &tot);
+        tl_u32 b0 = 0;
+        if (lane == 0) b0 = atomicAdd(&ctl->n_hits, tot);
+        tl_u32 slot = __shfl_sync(kTlFull, b0, 0) + pre;
+        tl_u32 direct = 0;
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          if ((hit >> i) & 1u) {
+            if (slot < (tl_u32)kTlHits) hits[slot] = (tl_u32)(p0 + i);
+            else direct |= 1u << i;
+            ++slot;
+          }
+        }
+        if (__any_sync(kTlFull, direct != 0u)) {
+          tl_u64 c[8];
+#pragma unroll
+          for (int i = 0; i < 8; ++i) {
+            const float x = ((direct >> i) & 1u) ? __ldg(pg + p0 + i) : 0.0f;
+            c[i] = tl_ckey(float_order_key(x), (tl_u32)(lo + p0 + i));
+          }
+          tl_consume<8>(c, direct, lv, h, ctl, list, list_cap, buf, buf_cap);
+        }
+      }
+    }
+    __syncthreads();
+    const int nh = ctl->n_hits < (tl_u32)kTlHits ? (int)ctl->n_hits : kTlHits;
+    for (int base = 0; base < nh; base += 4 * NT) {
+      tl_u32 pos[4];
+      float x[4];
+#pragma unroll
+      for (int g = 0; g < 4; ++g) {
+        const int j = base + g * NT + tid;
+        pos[g] = j < nh ? hits[j] : 0u;
+        x[g] = j < nh ? __ldg(pg + pos[g]) : 0.0f;
+      }
+      tl_u64 c[4];
+      tl_u32 valid = 0;
+#pragma unroll
+      for (int g = 0; g < 4; ++g) {
+        c[g] = tl_ckey(float_order_key(x[g]), (tl_u32)lo + pos[g]);
+        if (base + g * NT + tid < nh) valid |= 1u << g;
+      }
+      tl_consume<4>(c, valid, lv, h, ctl, list, list_cap, buf, buf_cap);
+    }
+  }
+  // The uncached rest, from global memory.
+  if (n > dn) {
+    const float* pr = pg + dn;
+    const int nr = n - dn;
+    for (int base = 0; base < nr; base += 8 * NT) {
+      float v[8];
+      tl_load_global<NT, 2>(base, nr, pr, vec, v);
+      tl_u32 hit = 0;
+      tl_u32 key[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        key[i] = float_order_key(v[i]);
+        if (key[i] >= lv.flo && base + ((i >> 2) * NT + tid) * 4 + (i & 3) < nr) hit |= 1u << i;
+      }
+      if (__any_sync(kTlFull, hit != 0u)) {
+        tl_u64 c[8];
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+          c[i] = tl_ckey(key[i], (tl_u32)(lo + dn + base + ((i >> 2) * NT + tid) * 4 + (i & 3)));
+        tl_consume<8>(c, hit, lv, h, ctl, list, list_cap, buf, buf_cap);
+      }
+    }
+  }
+}
+
+// A pass of level lv over the candidate buffer (sn composite keys; nothing is pushed).
+template <int NT>
+__device__ __noinline__ void tl_scan_buffer(int sn, const tl_u64* buf, const TlLevel lv, tl_u32* h, TlCtl* ctl,
+                                            tl_u64* list, tl_u32 list_cap) {
+  for (int base = 0; base < sn; base += 4 * NT) {
+    tl_u64 c[4];
+    tl_u32 valid = 0;
+#pragma unroll
+    for (int g = 0; g < 4; ++g) {
+      const int p = base + g * NT + (int)threadIdx.x;
+      c[g] = p < sn ? buf[p] : 0ull;
+      if (p < sn) valid |= 1u << g;
+    }
+    tl_consume<4>(c, valid, lv, h, ctl, list, list_cap, nullptr, 0u);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Sort of the survivor list: s[0..m) descending, m a power of two >= 64. Bitonic network; a warp sorts and
+// merges 64-key segments in registers (lane l holds positions 2l and 2l + 1 of the segment), the strides of
+// 64 and more go through shared memory.
+// ---------------------------------------------------------------------------------------------------------
+// Strides st..1 of a bitonic merge of blocks of `size` (pos0: the position of x0; x1 is at pos0 + 1).
+template <int ST>
+__device__ __forceinline__ void tl_warp_merge(tl_u64& x0, tl_u64& x1, int pos0, int size) {
+#pragma unroll
+  for (int st = ST; st >= 2; st >>= 1) {
+    const tl_u64 y0 = __shfl_xor_sync(kTlFull, x0, st >> 1);
+    const tl_u64 y1 = __shfl_xor_sync(kTlFull, x1, st >> 1);
+    // The lower position of a pair keeps the larger key in a descending block (pos & size) == 0.
+    const bool keep_max = ((pos0 & st) == 0) == ((pos0 & size) == 0);   // same for pos0 + 1
+    x0 = keep_max ? (x0 > y0 ? x0 : y0) : (x0 < y0 ? x0 : y0);
+    x1 = keep_max ? (x1 > y1 ? x1 : y1) : (x1 < y1 ? x1 : y1);
+  }
+  const bool desc = (pos0 & size) == 0;
+  if ((x0 < x1) == desc) {
+    const tl_u64 t = x0;
+    x0 = x1, x1 = t;
+  }
 }
 
 template <int NT>
-__device__ __forceinline__ void tl_sort_desc(tl_u64* s, int m) {
+__device__ __noinline__ void tl_sort_desc(tl_u64* s, int m) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int segs = m >> 6;
-  // Sizes 2..64: every 64-key segment on its own.
   for (int seg = warp; seg < segs; seg += NT / 32) {
-    const int base = seg << 6;
-    tl_u64 a = s[base + lane], b = s[base + 32 + lane];
-#pragma unroll 1
-    for (int size = 2; size <= 64; size <<= 1)
-#pragma unroll 1
-      for (int st = size >> 1; st > 0; st >>= 1) tl_warp_stage(a, b, base + lane, size, st);
-    s[base + lane] = a, s[base + 32 + lane] = b;
+    const int pos0 = seg * 64 + 2 * lane;
+    tl_u64 x0 = s[pos0], x1 = s[pos0 + 1];
+    tl_warp_merge<1>(x0, x1, pos0, 2);
+    tl_warp_merge<2>(x0, x1, pos0, 4);
+    tl_warp_merge<4>(x0, x1, pos0, 8);
+    tl_warp_merge<8>(x0, x1, pos0, 16);
+    tl_warp_merge<16>(x0, x1, pos0, 32);
+    tl_warp_merge<32>(x0, x1, pos0, 64);
+    s[pos0] = x0, s[pos0 + 1] = x1;
   }
   __syncthreads();
   for (int size = 128; size <= m; size <<= 1) {
@@ -293,134 +556,59 @@ __device__ __forceinline__ void tl_sort_desc(tl_u64* s, int m) {
       __syncthreads();
     }
     for (int seg = warp; seg < segs; seg += NT / 32) {
-      const int base = seg << 6;
-      tl_u64 a = s[base + lane], b = s[base + 32 + lane];
-#pragma unroll
-      for (int st = 32; st > 0; st >>= 1) tl_warp_stage(a, b, base + lane, size, st);
-      s[base + lane] = a, s[base + 32 + lane] = b;
+      const int pos0 = seg * 64 + 2 * lane;
+      tl_u64 x0 = s[pos0], x1 = s[pos0 + 1];
+      tl_warp_merge<32>(x0, x1, pos0, size);
+      s[pos0] = x0, s[pos0 + 1] = x1;
     }
     __syncthreads();
   }
 }
 
-// The number of keys greater than x in each of up to kTlMaxCluster descending lists (list c: lst + off[c],
-// n[c] keys; n[c] == 0 for absent lists), summed. Binary lifting over all lists at once, so the loads of
-// one step are independent.
-__device__ __forceinline__ tl_u32 tl_count_greater(const tl_u64* lst, const tl_u32 (&off)[kTlMaxCluster],
-                                                   const tl_u32 (&n)[kTlMaxCluster], int top_step, tl_u64 x) {
-  tl_u32 pos[kTlMaxCluster];
-#pragma unroll
-  for (int c = 0; c < kTlMaxCluster; ++c) pos[c] = 0;
-  for (int step = top_step; step >= 0; --step) {
-#pragma unroll
-    for (int c = 0; c < kTlMaxCluster; ++c) {
-      const tl_u32 q = pos[c] + (1u << step);
-      if (q <= n[c] && lst[off[c] + q - 1] > x) pos[c] = q;
-    }
-  }
-  tl_u32 sum = 0;
-#pragma unroll
-  for (int c = 0; c < kTlMaxCluster; ++c) sum += pos[c];
-  return sum;
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Sources of a pass: the block's slice of the row in global memory (SMEM = false), or shared memory
-// (SMEM = true): the slice's keys (dense: the key of column lo + i at i; idx == nullptr) or a candidate
-// buffer (key and column index arrays, in column order). A chunk gives each thread G groups of 4
-// consecutive positions: group g, thread t holds positions base + (g * NT + t) * 4 + e, e = 0..3, so the
-// order (g, t, e) is the source's order.
-// ---------------------------------------------------------------------------------------------------------
+// Sort of a short survivor list (nr <= kTlRankSortMax distinct keys) by counting: the rank of a key is the
+// number of larger keys; warps split the list into parts so every thread compares its key with at most
+// nr^2 / NT others (all lanes of a warp read the same key: broadcasts). rk: nr words of shared scratch.
 template <int NT>
-__device__ __forceinline__ int tl_pos(int base, int g, int e) {
-  return base + (g * NT + (int)threadIdx.x) * 4 + e;
+__device__ __noinline__ void tl_rank_sort(tl_u64* s, int nr, tl_u32* rk) {
+  constexpr int NW = NT / 32;
+  constexpr int PER = (kTlRankSortMax + NT - 1) / NT;   // keys per thread at the end
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int i = threadIdx.x; i < nr; i += NT) rk[i] = 0u;
+  __syncthreads();
+  const int groups = nr > 32 ? (nr + 31) >> 5 : 1;
+  const int parts = NW / groups >= 1 ? NW / groups : 1;
+  const int len = (nr + parts - 1) / parts;
+  for (int w = warp; w < groups * parts; w += NW) {
+    const int i = (w % groups) * 32 + lane, part = w / groups;
+    const tl_u64 x = i < nr ? s[i] : ~0ull;
+    const int t0 = part * len, t1 = t0 + len < nr ? t0 + len : nr;
+    tl_u32 cnt = 0;
+#pragma unroll 4
+    for (int t = t0; t < t1; ++t) cnt += s[t] > x ? 1u : 0u;
+    if (i < nr && cnt) atomicAdd(&rk[i], cnt);
+  }
+  __syncthreads();
+  tl_u64 v[PER];
+  tl_u32 r[PER];
+#pragma unroll
+  for (int u = 0; u < PER; ++u) {
+    const int i = u * NT + (int)threadIdx.x;
+    v[u] = i < nr ? s[i] : 0ull;
+    r[u] = i < nr ? rk[i] : 0u;
+  }
+  __syncthreads();
+#pragma unroll
+  for (int u = 0; u < PER; ++u)
+    if (u * NT + (int)threadIdx.x < nr) s[r[u]] = v[u];
+  __syncthreads();
 }
 
-// Loads a chunk of keys and their column indices into registers. Positions >= n load garbage that the
-// caller masks.
-template <int NT, int G, bool SMEM>
-__device__ __forceinline__ void tl_load(int base, int n, const float* __restrict__ pg, bool vec, int lo,
-                                        const tl_u32* keys, const tl_u32* idx, tl_u32 (&key)[4 * G],
-                                        tl_u32 (&ix)[4 * G]) {
-  if constexpr (!SMEM) {
-    float v[4 * G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      const int p0 = tl_pos<NT>(base, g, 0);
-      if (vec && p0 + 3 < n) {
-        const float4 q = __ldg(reinterpret_cast<const float4*>(pg + p0));
-        v[4 * g] = q.x, v[4 * g + 1] = q.y, v[4 * g + 2] = q.z, v[4 * g + 3] = q.w;
-      } else {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) v[4 * g + e] = p0 + e < n ? __ldg(pg + p0 + e) : 0.0f;
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < 4 * G; ++i)
-      key[i] = float_order_key(v[i]), ix[i] = (tl_u32)(lo + tl_pos<NT>(base, i >> 2, i & 3));
-  } else {
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      const int p0 = tl_pos<NT>(base, g, 0);
-      uint4 q = make_uint4(0u, 0u, 0u, 0u), r = make_uint4(0u, 0u, 0u, 0u);
-      if (p0 < n) {
-        q = *reinterpret_cast<const uint4*>(keys + p0);
-        if (idx) {
-          r = *reinterpret_cast<const uint4*>(idx + p0);
-        } else {
-          const tl_u32 c = (tl_u32)(lo + p0);
-          r = make_uint4(c, c + 1, c + 2, c + 3);
-        }
-      }
-      key[4 * g] = q.x, key[4 * g + 1] = q.y, key[4 * g + 2] = q.z, key[4 * g + 3] = q.w;
-      ix[4 * g] = r.x, ix[4 * g + 1] = r.y, ix[4 * g + 2] = r.z, ix[4 * g + 3] = r.w;
-    }
-  }
-}
-
-// Appends the keys flagged in `bits` (bit i: key[i], column ix[i]) to the block's survivor list, in any
-// order. Warp-uniform.
-template <int G>
-__device__ __forceinline__ void tl_emit(tl_u32 bits, const tl_u32 (&key)[4 * G], const tl_u32 (&ix)[4 * G],
-                                        TlCtl* ctl, tl_u64* list) {
-  const int lane = threadIdx.x & 31;
-  const tl_u32 cnt = (tl_u32)__popc(bits);
-  if (!__any_sync(0xffffffffu, cnt != 0)) return;
-  tl_u32 incl = cnt;
-#pragma unroll
-  for (int d = 1; d < 32; d <<= 1) {
-    const tl_u32 y = __shfl_up_sync(0xffffffffu, incl, d);
-    if (lane >= d) incl += y;
-  }
-  tl_u32 slot = 0;
-  if (lane == 31) slot = atomicAdd(&ctl->n_emit, incl);
-  slot = __shfl_sync(0xffffffffu, slot, 31) + incl - cnt;
-#pragma unroll
-  for (int i = 0; i < 4 * G; ++i)
-    if ((bits >> i) & 1u) list[slot++] = tl_key(key[i], ix[i]);
-}
-
-// Ranks the keys flagged in `bits` in source order across the block: the flagged key of order r within this
-// chunk gets *running + r; *running grows by the chunk's count. Calls on(i, rank) for each. Block-uniform.
-template <int NT, int G, typename F>
-__device__ __forceinline__ void tl_ordered(tl_u32 bits, TlCtl* ctl, tl_u32* running, F&& on) {
-  if (!__syncthreads_or(bits != 0)) return;
-  static_assert(G <= 4, "16-bit fields");
-  tl_u64 packed = 0;
-#pragma unroll
-  for (int g = 0; g < G; ++g) packed |= (tl_u64)__popc((bits >> (4 * g)) & 0xfu) << (16 * g);
-  tl_u64 tot;
-  const tl_u64 ex = tl_scan_excl64<NT>(packed, ctl->scratch64, &tot);
-  tl_u32 before = *running;
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    tl_u32 r = before + (tl_u32)((ex >> (16 * g)) & 0xffffu);
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      if ((bits >> (4 * g + e)) & 1u) on(4 * g + e, r++);
-    before += (tl_u32)((tot >> (16 * g)) & 0xffffu);
-  }
-  *running = before;
+// The number of keys greater than x in the descending list l[0..n) (binary lifting).
+__device__ __forceinline__ tl_u32 tl_count_greater(const tl_u64* l, tl_u32 n, tl_u64 x) {
+  tl_u32 pos = 0;
+  for (tl_u32 step = n ? 1u << (31 - __clz(n)) : 0u; step; step >>= 1)
+    if (pos + step <= n && l[pos + step - 1] > x) pos += step;
+  return pos;
 }
 
 }  // namespace dsv4

@@ -1,5 +1,6 @@
 /* Host launcher of dsv4_topk_select: the warp kernel of kernel_src/topk_select.cu for routing sizes
- * (cols <= 1024 and k <= 16), the cluster radix select of kernel_src/topk_long.cu for everything else. */
+ * (cols <= 1024 and k <= 16), the cluster radix select of kernel_src/topk_long.cu for everything else (its
+ * launch shape: dsv4_topk_long_plan_for). */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,13 +14,15 @@
 #define WARP_MAX_K 16
 #define WARP_ROWS_PER_BLOCK 4   /* kWarpRowsPerBlock in the kernel */
 /* topk_long.cu */
-#define LONG_CTL_BYTES 512      /* kTlCtlBytes */
+#define LONG_CTL_BYTES 1024     /* kTlCtlBytes */
 #define LONG_BINS 2048          /* kTlBins: two histograms of 4-byte counters */
-#define LONG_MAX_CLUSTER 8      /* kTlMaxCluster */
+#define LONG_MAX_CLUSTER 16     /* kTlMaxCluster; 16 is a non-portable cluster size (sm_90+ if the device runs it) */
 #define LONG_WIDE_COLS 8192     /* wider rows take 1024-thread blocks (and clusters on sm_90+) */
 #define LONG_MIN_SLICE 8192     /* columns per block at least, when a row is split over a cluster */
-#define LONG_MIN_CANDIDATES 2048   /* candidate buffer entries beside a partly cached slice */
-#define LONG_MAX_CANDIDATES 8192
+#define LONG_MIN_CANDIDATES 4096   /* candidate buffer entries the key cache leaves room for (1024 threads) */
+#define LONG_SMALL_CANDIDATES 2048 /* the same for 256-thread blocks (short rows) */
+#define LONG_HIT_BYTES (4096 * 4)  /* kTlHits: the hit list beside a 16-bit key cache */
+#define LONG_MIN_POOL 1024         /* 4 * kTlRankSortMax: the counting sort's scratch */
 #define STATIC_SMEM_LIMIT (48 * 1024)
 
 static bool use_warp(int64_t cols, int32_t k) { return cols <= WARP_MAX_COLS && k <= WARP_MAX_K; }
@@ -50,44 +53,63 @@ void dsv4_topk_select_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out) {
   }
 }
 
+static int64_t round8(int64_t x) { return (x + 7) / 8 * 8; }
+
 dsv4_status dsv4_topk_long_plan_for(int64_t rows, int64_t cols, int32_t k, int sm_count, int smem_limit,
                                     int max_cluster, dsv4_topk_long_plan *out) {
   memset(out, 0, sizeof *out);
   const int kp = pow2_at_least(k), nt = long_threads(cols);
   const int64_t sp = kp > 64 ? kp : 64;
   const int64_t fixed = LONG_CTL_BYTES + 2 * LONG_BINS * 4 + 8 * sp;
+  const int64_t avail = ((int64_t)smem_limit - fixed) / 16 * 16;   /* pool bytes at most, a multiple of 16 */
+  if (avail < 16)
+    return dsv4_fail(DSV4_ERR_UNSUPPORTED, "dsv4_topk_select: %lld bytes of shared memory per block needed for k = %d, "
+                     "the device allows %d", (long long)(fixed + 16), (int)k, smem_limit);
   int cl = 1;
   if (nt == 1024)   /* one block per SM: split rows over clusters while the blocks still fit in one wave */
     while (2 * cl <= max_cluster && 2 * cl <= LONG_MAX_CLUSTER && rows * 2 * cl <= sm_count &&
-           cols >= (int64_t)LONG_MIN_SLICE * 2 * cl)
+           cols >= (int64_t)LONG_MIN_SLICE * 2 * cl && avail >= 12 * (int64_t)kp)   /* pool: copies + ranks */
       cl *= 2;
   const int64_t slice = ((cols + cl - 1) / cl + 3) / 4 * 4;
-  int64_t avail = ((int64_t)smem_limit - fixed) / 4 / 4 * 4;   /* pool words, a multiple of 4 */
-  /* 256-thread blocks (rows up to 8192): the row's keys and an index for every one of them at most, so
-   * several blocks share an SM. 1024-thread blocks: all the shared memory there is (one block per SM). */
-  int64_t pool = nt == 1024 ? avail : (avail < 2 * slice ? avail : 2 * slice);
-  const int64_t need_pool = cl > 1 ? 2 * (int64_t)kp : 8;   /* with cl > 1 the pool takes kp copied keys */
-  if (pool < need_pool)
-    return dsv4_fail(DSV4_ERR_UNSUPPORTED, "dsv4_topk_select: %lld bytes of shared memory per block needed for k = %d, "
-                     "the device allows %d", (long long)(fixed + 4 * need_pool), (int)k, smem_limit);
-  /* The slice's keys stay in shared memory when they fit with room to spare; else a prefix of them does,
-   * beside candidate buffers (keys and indices) of `cand` entries, and the rest is re-read from L2. */
-  int64_t dense = slice;
-  if (slice + 4 > pool) {
-    int64_t cand = pool / 8;
-    if (cand < LONG_MIN_CANDIDATES) cand = LONG_MIN_CANDIDATES;
-    if (cand > LONG_MAX_CANDIDATES) cand = LONG_MAX_CANDIDATES;
-    dense = (pool - 2 * cand) / 4 * 4;
-    if (dense < 0) dense = 0;
+  /* The key cache and the candidate buffer share the pool. 1024-thread blocks (one per SM) take all the shared
+   * memory there is; 256-thread blocks (rows up to 8192) what the whole row's keys and candidates need, so
+   * several share an SM. Whole 32-bit keys when they fit beside the candidates; else 16-bit keys; else 16-bit
+   * keys of a prefix of the slice (a multiple of 8 columns), the rest re-read from L2 by the passes. */
+  const int64_t cand_min = slice < (nt == 1024 ? LONG_MIN_CANDIDATES : LONG_SMALL_CANDIDATES)
+                               ? slice : (nt == 1024 ? LONG_MIN_CANDIDATES : LONG_SMALL_CANDIDATES);
+  int64_t pool = avail;
+  if (nt != 1024) {
+    int64_t want = (4 * round8(slice) + 8 * cand_min + 15) / 16 * 16;
+    if (want < LONG_MIN_POOL) want = LONG_MIN_POOL;
+    if (want < pool) pool = want;
   }
+  if (pool < LONG_MIN_POOL)
+    return dsv4_fail(DSV4_ERR_UNSUPPORTED, "dsv4_topk_select: %lld bytes of shared memory per block needed for k = %d, "
+                     "the device allows %d", (long long)(fixed + LONG_MIN_POOL), (int)k, smem_limit);
+  int64_t dense, key_bits, cache;   /* cache: the key cache's bytes, with the hit list of 16-bit keys */
+  if (4 * round8(slice) + 8 * cand_min <= pool) {
+    key_bits = 32, dense = slice, cache = 4 * round8(slice);
+  } else if (2 * round8(slice) + LONG_HIT_BYTES + 8 * cand_min <= pool) {
+    key_bits = 16, dense = slice, cache = 2 * round8(slice) + LONG_HIT_BYTES;
+  } else {
+    key_bits = 16;
+    dense = (pool - LONG_HIT_BYTES - 8 * cand_min) / 2 / 8 * 8;
+    if (dense < 0) dense = 0;
+    cache = 2 * dense + LONG_HIT_BYTES;
+    if (cache > pool) cache = pool;   /* a tiny pool: no room for candidates (the passes re-read the slice) */
+  }
+  int64_t cap = (pool - cache) / 8;
+  if (cap > slice) cap = slice;   /* every column of the slice fits: more is never used */
   out->threads = nt;
   out->cluster = cl;
   out->kp = kp;
   out->slice = (int32_t)slice;
-  out->pool_words = (int32_t)pool;
+  out->pool_words = (int32_t)(pool / 4);
   out->dense = (int32_t)dense;
   out->cached = dense == slice;
-  out->smem = (unsigned)(fixed + 4 * pool);
+  out->key_bits = (int32_t)key_bits;
+  out->cand_cap = (int32_t)cap;
+  out->smem = (unsigned)(fixed + pool);
   const int64_t max_clusters = ((int64_t)1 << 30) / cl;   /* the kernel loops over rows beyond the grid */
   out->grid = (unsigned)((rows < max_clusters ? rows : max_clusters) * cl);
   return DSV4_OK;
@@ -111,30 +133,34 @@ dsv4_status dsv4_topk_select_check(const char *fn, const void *ctx, const float 
   return DSV4_OK;
 }
 
-/* The largest cluster (1, 2, 4 or 8 blocks) of fn at `smem` bytes and 1024 threads that the device can run,
- * asked once per function (cuOccupancyMaxActiveClusters) and remembered; 1 before sm_90. */
+/* How many clusters of 2, 4, 8 and 16 blocks of fn (1024 threads, `smem` bytes each) the device runs at once
+ * (cuOccupancyMaxActiveClusters; 0: none), asked once per function and remembered; all 0 before sm_90. 16 is a
+ * non-portable size: fn is allowed it first (a host-side attribute); a device or driver that refuses gets 0. */
 typedef struct long_cluster_entry {
   CUdevice dev;
   CUfunction fn;
   unsigned smem;
-  int max_cluster;
+  int active[5];   /* index log2(cluster size); [0] unused */
 } long_cluster_entry;
 static long_cluster_entry g_long_clusters[64];
 static int g_num_long_clusters;
 static pthread_mutex_t g_long_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static dsv4_status long_max_cluster(dsv4_context *ctx, CUfunction fn, unsigned smem, int *out) {
-  *out = 1;
-  if (ctx->cc_major < 9) return DSV4_OK;
+static void long_active_clusters(dsv4_context *ctx, CUfunction fn, unsigned smem, int active[5]) {
+  memset(active, 0, 5 * sizeof active[0]);
+  if (ctx->cc_major < 9) return;
   bool known = false;
   pthread_mutex_lock(&g_long_mu);
   for (int i = 0; i < g_num_long_clusters && !known; ++i)
     if (g_long_clusters[i].dev == ctx->dev && g_long_clusters[i].fn == fn && g_long_clusters[i].smem == smem)
-      *out = g_long_clusters[i].max_cluster, known = true;
+      memcpy(active, g_long_clusters[i].active, 5 * sizeof active[0]), known = true;
   pthread_mutex_unlock(&g_long_mu);
-  if (known) return DSV4_OK;
-  int best = 1;
-  for (int cl = LONG_MAX_CLUSTER; cl > 1 && best == 1; cl >>= 1) {
+  if (known) return;
+  const bool non_portable =
+      ctx->drv->cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1) == CUDA_SUCCESS;
+  for (int lg = 1; lg <= 4; ++lg) {
+    const int cl = 1 << lg;
+    if (cl > LONG_MAX_CLUSTER || (cl > 8 && !non_portable)) break;
     CUlaunchAttribute attr;
     memset(&attr, 0, sizeof attr);
     attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
@@ -148,20 +174,21 @@ static dsv4_status long_max_cluster(dsv4_context *ctx, CUfunction fn, unsigned s
     cfg.numAttrs = 1;
     int n = 0;
     CUresult r = ctx->drv->cuOccupancyMaxActiveClusters(&n, fn, &cfg);
-    if (r == CUDA_SUCCESS && n >= 1) best = cl;
-    else
-      dsv4_log(DSV4_LOG_DEBUG, "topk_long: clusters of %d blocks at %u bytes: %d active (CUresult %d)", cl, smem, n,
-               (int)r);
+    active[lg] = r == CUDA_SUCCESS && n > 0 ? n : 0;
+    dsv4_log(DSV4_LOG_DEBUG, "topk_long: clusters of %d blocks at %u bytes: %d active (CUresult %d)", cl, smem, n,
+             (int)r);
   }
   pthread_mutex_lock(&g_long_mu);
-  if (g_num_long_clusters < (int)(sizeof g_long_clusters / sizeof g_long_clusters[0]))
-    g_long_clusters[g_num_long_clusters++] = (long_cluster_entry){ctx->dev, fn, smem, best};
+  if (g_num_long_clusters < (int)(sizeof g_long_clusters / sizeof g_long_clusters[0])) {
+    long_cluster_entry e = {ctx->dev, fn, smem, {0, 0, 0, 0, 0}};
+    memcpy(e.active, active, sizeof e.active);
+    g_long_clusters[g_num_long_clusters++] = e;
+  }
   pthread_mutex_unlock(&g_long_mu);
-  *out = best;
-  return DSV4_OK;
 }
 
-/* With ctx current: the long-row kernel for (cols, k) and the shape its launch takes on this device. */
+/* With ctx current: the long-row kernel for (cols, k) and the shape its launch takes on this device: the
+ * largest cluster the planner wants for which all the row clusters run at once (else a smaller one). */
 static dsv4_status long_setup(dsv4_context *ctx, int64_t rows, int64_t cols, int32_t k, CUfunction *fn,
                               dsv4_topk_long_plan *plan) {
   dsv4_kernel_spec spec;
@@ -181,9 +208,19 @@ static dsv4_status long_setup(dsv4_context *ctx, int64_t rows, int64_t cols, int
             "topk_long: cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
   }
   if (plan->threads == 1024 && ctx->cc_major >= 9) {
-    int max_cluster = 1;
-    DSV4_TRY(long_max_cluster(ctx, *fn, plan->smem, &max_cluster));
-    if (max_cluster > 1) DSV4_TRY(dsv4_topk_long_plan_for(rows, cols, k, ctx->sm_count, smem_limit, max_cluster, plan));
+    int active[5];
+    long_active_clusters(ctx, *fn, plan->smem, active);
+    for (int lg = 4; lg >= 1; --lg) {
+      if (active[lg] == 0) continue;
+      dsv4_topk_long_plan p;
+      DSV4_TRY(dsv4_topk_long_plan_for(rows, cols, k, ctx->sm_count, smem_limit, 1 << lg, &p));
+      int plg = 0;
+      while ((1 << plg) < p.cluster) ++plg;
+      if (p.cluster == 1 || rows <= (int64_t)active[plg]) {
+        *plan = p;
+        break;
+      }
+    }
   }
   return DSV4_OK;
 }
@@ -203,8 +240,8 @@ static dsv4_status launch_long(dsv4_context *ctx, CUstream stream, const float *
   CUfunction fn = NULL;
   dsv4_topk_long_plan plan;
   DSV4_TRY(long_setup(ctx, rows, cols, k, &fn, &plan));
-  int ncols = (int)cols, slice = plan.slice, pool_words = plan.pool_words, dense = plan.dense;
-  void *args[] = {&scores, &rows, &ncols, &row_stride, &k, &out_values, &out_indices, &slice, &pool_words, &dense};
+  int ncols = (int)cols, slice = plan.slice, dense = plan.dense, cap = plan.cand_cap, wide = plan.key_bits == 32;
+  void *args[] = {&scores, &rows, &ncols, &row_stride, &k, &out_values, &out_indices, &slice, &dense, &cap, &wide};
   if (plan.cluster == 1)
     return dsv4_launch(ctx, fn, plan.grid, (unsigned)plan.threads, plan.smem, stream, args, "launching topk_long");
   CUlaunchAttribute attr;

@@ -15,10 +15,10 @@ enum { INV = DSV4_ERR_INVALID_ARGUMENT, UNS = DSV4_ERR_UNSUPPORTED };
 
 /* Devices: SMs, opt-in shared memory per block (bytes), largest cluster. */
 typedef struct { const char *name; int sms, smem, max_cluster; } device;
-static const device k_h200 = {"H200", 132, 232448, 8};
+static const device k_h200 = {"H200", 132, 232448, 16};
 static const device k_a100 = {"A100", 108, 166912, 1};
 static const device k_small = {"sm_86", 84, 101376, 1};
-static const device k_b200 = {"B200", 148, 232448, 8};
+static const device k_b200 = {"B200", 148, 232448, 16};
 
 static dsv4_topk_long_plan plan_on(const device *d, int64_t rows, int64_t cols, int32_t k) {
   dsv4_topk_long_plan p;
@@ -58,54 +58,81 @@ static void test_kernel_choice(void **state) {
 }
 
 /* ---------------- launch shapes ---------------- */
+/* The pool's layout (topk_long.cu): the key cache (32- or 16-bit keys of `dense` columns, rounded up to 8), the
+ * hit list beside 16-bit keys (4096 positions), the candidate buffer (8 bytes an entry). */
+static int64_t pool_used(const dsv4_topk_long_plan *p) {
+  const int64_t d8 = ((int64_t)p->dense + 7) / 8 * 8;
+  return (p->key_bits == 32 ? 4 * d8 : 2 * d8 + 4 * 4096) + 8 * (int64_t)p->cand_cap;
+}
+
 static void test_plan_indexer_shapes(void **state) {
   (void)state;
-  /* Decode, one row: a cluster of 8 blocks, 16384 columns each, kept in shared memory. */
+  /* Decode, one row: a cluster of 16 blocks (where the device runs it), 8192 columns each, whole keys kept. */
   dsv4_topk_long_plan p = plan_on(&k_h200, 1, 131072, 512);
   assert_int_equal(p.threads, 1024);
-  assert_int_equal(p.cluster, 8);
-  assert_int_equal(p.slice, 16384);
+  assert_int_equal(p.cluster, 16);
+  assert_int_equal(p.slice, 8192);
   assert_int_equal(p.cached, 1);
-  assert_int_equal(p.dense, 16384);
-  assert_int_equal(p.grid, 8);
+  assert_int_equal(p.dense, 8192);
+  assert_int_equal(p.key_bits, 32);
+  assert_int_equal(p.cand_cap, 8192);   /* every column of the slice fits the candidate buffer */
+  assert_int_equal(p.grid, 16);
   assert_int_equal(p.kp, 512);
   assert_int_equal(p.smem, 232448u);
-  /* 64 rows: 2 blocks per row (128 blocks on 132 SMs), 65536 columns each: more than half kept in shared
-   * memory beside 6224-entry candidate buffers, the rest re-read from L2. */
+  /* The portable cluster size: 8 blocks of 16384 columns. */
+  assert_int_equal(dsv4_topk_long_plan_for(1, 131072, 512, 132, 232448, 8, &p), DSV4_OK);
+  assert_int_equal(p.cluster, 8);
+  assert_int_equal(p.slice, 16384);
+  assert_int_equal(p.key_bits, 32);
+  assert_int_equal(p.cached, 1);
+  /* 64 rows: 2 blocks per row (128 blocks on 132 SMs), 65536 columns each: the top 16 bits of every key kept
+   * (128 KiB), a 16 KiB hit list and the candidate buffer in the rest. */
   p = plan_on(&k_h200, 64, 131072, 2048);
   assert_int_equal(p.cluster, 2);
   assert_int_equal(p.slice, 65536);
-  assert_int_equal(p.cached, 0);
-  assert_int_equal(p.pool_words, 49792);
-  assert_int_equal(p.dense, 49792 - 2 * 6224);
+  assert_int_equal(p.cached, 1);
+  assert_int_equal(p.key_bits, 16);
+  assert_int_equal(p.pool_words, (232448 - 1024 - 16384 - 8 * 2048) / 4);
+  assert_int_equal(p.cand_cap, (4 * p.pool_words - 2 * 65536 - 16384) / 8);
   assert_int_equal(p.grid, 128);
   assert_int_equal(p.kp, 2048);
-  /* 7 rows (the middle of decode): 8 blocks per row. */
+  /* 7 rows (the middle of decode): 16 blocks per row. */
   p = plan_on(&k_h200, 7, 131072, 512);
-  assert_int_equal(p.cluster, 8);
-  assert_int_equal(p.grid, 56);
-  /* 512 rows: one block per row. */
+  assert_int_equal(p.cluster, 16);
+  assert_int_equal(p.grid, 112);
+  /* 512 rows: one block per row, 16-bit keys of the whole row. */
   p = plan_on(&k_h200, 512, 65536, 512);
   assert_int_equal(p.cluster, 1);
   assert_int_equal(p.grid, 512);
-  assert_int_equal(p.cached, 0);
-  /* 1M columns, 2 rows: 8 blocks of 131072 columns. */
+  assert_int_equal(p.cached, 1);
+  assert_int_equal(p.key_bits, 16);
+  /* 1M columns, 2 rows: 16 blocks of 65536 columns, all kept (16-bit); with clusters of 8 only a prefix. */
   p = plan_on(&k_h200, 2, 1 << 20, 4096);
+  assert_int_equal(p.cluster, 16);
+  assert_int_equal(p.slice, 65536);
+  assert_int_equal(p.cached, 1);
+  assert_int_equal(p.kp, 4096);
+  assert_int_equal(dsv4_topk_long_plan_for(2, 1 << 20, 4096, 132, 232448, 8, &p), DSV4_OK);
   assert_int_equal(p.cluster, 8);
   assert_int_equal(p.slice, 131072);
-  assert_int_equal(p.kp, 4096);
-  /* Short rows: 256 threads, the whole row cached, one block per row. */
+  assert_int_equal(p.cached, 0);
+  assert_int_equal(p.key_bits, 16);
+  assert_int_equal(p.cand_cap, 4096);
+  /* Short rows: 256 threads, the whole row's keys, one block per row, a small pool (several blocks per SM). */
   p = plan_on(&k_h200, 1000, 2048, 64);
   assert_int_equal(p.threads, 256);
   assert_int_equal(p.cluster, 1);
   assert_int_equal(p.cached, 1);
-  assert_int_equal(p.pool_words, 2 * 2048);
+  assert_int_equal(p.key_bits, 32);
+  assert_int_equal(p.cand_cap, 2048);
+  assert_int_equal(p.pool_words, (4 * 2048 + 8 * 2048) / 4);
   assert_int_equal(p.grid, 1000);
-  /* No clusters (sm_80): one block per row whatever the row count. */
+  /* No clusters (sm_80): one block per row whatever the row count; 16-bit keys of a prefix. */
   p = plan_on(&k_a100, 1, 131072, 2048);
   assert_int_equal(p.cluster, 1);
   assert_int_equal(p.slice, 131072);
   assert_int_equal(p.cached, 0);
+  assert_int_equal(p.key_bits, 16);
   assert_int_equal(p.smem, 166912u);
   /* The device may allow fewer blocks per cluster. */
   assert_int_equal(dsv4_topk_long_plan_for(1, 131072, 512, 132, 232448, 4, &p), DSV4_OK);
@@ -117,7 +144,7 @@ static void test_plan_indexer_shapes(void **state) {
 
 static void test_plan_invariants(void **state) {
   (void)state;
-  static const int64_t rowsv[] = {1, 2, 3, 7, 16, 17, 33, 64, 65, 66, 100, 512, 4096, (int64_t)1 << 31};
+  static const int64_t rowsv[] = {1, 2, 3, 7, 8, 9, 16, 17, 33, 64, 65, 66, 100, 512, 4096, (int64_t)1 << 31};
   static const int64_t colsv[] = {17, 1000, 1025, 2048, 4097, 8192, 8193, 16384, 65536, 131072, 262144, 1 << 20};
   static const int32_t ks[] = {1, 16, 17, 64, 100, 512, 2047, 2048, 4096};
   const device *devs[] = {&k_h200, &k_a100, &k_small, &k_b200};
@@ -134,25 +161,31 @@ static void test_plan_invariants(void **state) {
           const int64_t sp = p.kp > 64 ? p.kp : 64;
           assert_true(p.kp >= k && p.kp < 2 * k + 1 && (p.kp & (p.kp - 1)) == 0);
           assert_int_equal(p.threads, cols > 8192 ? 1024 : 256);
-          assert_true(p.cluster >= 1 && p.cluster <= dv->max_cluster && (p.cluster & (p.cluster - 1)) == 0);
+          assert_true(p.cluster >= 1 && p.cluster <= dv->max_cluster && p.cluster <= 16 &&
+                      (p.cluster & (p.cluster - 1)) == 0);
           if (p.cluster > 1) {
             assert_int_equal(p.threads, 1024);
             assert_true(rows * p.cluster <= dv->sms);
-            assert_true(p.pool_words >= 2 * p.kp);   /* the other blocks' survivors fit the pool */
+            assert_true(4 * (int64_t)p.pool_words >= 12 * (int64_t)p.kp);   /* copied lists + ranks fit the pool */
             assert_true((int64_t)p.slice * (p.cluster - 1) < cols);   /* no block without columns */
+            assert_true(p.slice >= 8192 - 4);
           }
           assert_true(p.slice % 4 == 0 && (int64_t)p.slice * p.cluster >= cols && p.slice - 4 < (cols + p.cluster - 1) / p.cluster);
-          assert_true(p.pool_words % 4 == 0 && p.pool_words >= 8);
-          assert_int_equal((int64_t)p.smem, 512 + 2 * 2048 * 4 + 8 * sp + 4 * (int64_t)p.pool_words);
+          assert_true(p.pool_words % 4 == 0 && 4 * (int64_t)p.pool_words >= 1024);   /* the counting sort's scratch */
+          assert_int_equal((int64_t)p.smem, 1024 + 2 * 2048 * 4 + 8 * sp + 4 * (int64_t)p.pool_words);
           assert_true(p.smem <= (unsigned)dv->smem);
+          assert_true(p.key_bits == 32 || p.key_bits == 16);
           assert_int_equal(p.cached, p.dense == p.slice);
-          if (p.cached) {
-            assert_true(p.slice + 4 <= p.pool_words);
-          } else {   /* a multiple of 4 (16-byte aligned rest), candidate buffers of >= 2048 entries beside it */
-            assert_true(p.dense >= 0 && p.dense < p.slice && p.dense % 4 == 0);
-            assert_true(p.dense == 0 || p.pool_words - p.dense >= 2 * 2048);
+          assert_true(p.dense >= 0 && p.dense <= p.slice);
+          if (!p.cached) assert_true(p.key_bits == 16 && p.dense % 8 == 0);
+          assert_true(p.cand_cap >= 0 && p.cand_cap <= p.slice);
+          assert_true(pool_used(&p) <= 4 * (int64_t)p.pool_words);
+          /* The cache leaves room for candidates: all of a short slice's, else 4096 (2048 with 256 threads). */
+          if (dv->smem >= 101376 && k <= 2048) {
+            const int64_t want = p.threads == 1024 ? 4096 : 2048;
+            assert_true(p.cand_cap >= (p.slice < want ? p.slice : want));
           }
-          if (p.threads == 256 && dv->smem >= 166912) assert_int_equal(p.cached, 1);
+          if (p.threads == 256) assert_int_equal(p.key_bits, 32);
           assert_true(p.grid % (unsigned)p.cluster == 0);
           const int64_t clusters = p.grid / (unsigned)p.cluster;
           assert_true(clusters >= 1 && clusters <= rows && (clusters == rows || clusters * p.cluster >= ((int64_t)1 << 29)));

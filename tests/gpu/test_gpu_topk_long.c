@@ -1,11 +1,13 @@
 /* GPU: dsv4_topk_select on long rows (kernel_src/topk_long.cu) against the FP64 oracle (oracle_topk_select_row).
  * Selection is exact: every index must match and every value must equal the input bit for bit. Covers the
- * indexer's shapes (cols 2048 .. 2^20, k 1 .. 4096, rows 1, 7, 64, 512: one block per row and clusters of 2 to 8
- * blocks per row, rows kept in shared memory or re-read), strided and misaligned rows, adversarial rows (all
- * equal, thousands of ties at the cut, half and all NaN, +-inf, -0.0/+0.0, sorted both ways, a narrow range that
- * needs all three radix digits), two runs bitwise equal, a CUDA graph replayed on new data, and two streams
- * running the op at once (no shared scratch). Outputs are poisoned before every call and checked past the end.
- * The oracle is a CPU sort per row, so large cases check a sample of rows (the determinism check covers all). */
+ * indexer's whole matrix (cols 2048, 65536, 131072, 262144, 2^20 x k 1, 64, 512, 2048, 4096 x rows 1, 7, 64, 512;
+ * every case with random rows and with an adversarial generator), every launch shape of the kernel (one block
+ * per row; clusters of 2 to 16 blocks; whole 32-bit keys, 16-bit keys of the whole slice and of a prefix of it;
+ * 256- and 1024-thread blocks), strided and misaligned rows, adversarial rows (all equal, thousands of ties at
+ * the cut, five distinct values, half and all NaN, +-inf, -0.0/+0.0, sorted both ways, a narrow range that needs
+ * every radix digit), two runs bitwise equal, a CUDA graph replayed on new data, and two streams running the op
+ * at once (no shared scratch). Outputs are poisoned before every call and checked past the end. The oracle is a
+ * CPU sort per row, so large cases check a sample of rows (the determinism check covers all). */
 #include <math.h>
 
 #include "gpu_util.h"
@@ -15,9 +17,10 @@
 static dsv4_context *g_ctx;
 
 enum { GEN_RANDOM, GEN_NARROW, GEN_EQUAL, GEN_CUT_TIES, GEN_HALF_NAN, GEN_ALL_NAN, GEN_INF, GEN_ZEROS, GEN_ASCENDING,
-       GEN_DESCENDING, GEN_SPECIAL, GEN_COUNT };
+       GEN_DESCENDING, GEN_SPECIAL, GEN_FEW, GEN_BELL, GEN_COUNT };
 static const char *const k_gen_names[] = {"random", "narrow", "all-equal", "ties-at-cut", "half-NaN", "all-NaN",
-                                          "+-inf", "+-0", "ascending", "descending", "special"};
+                                          "+-inf", "+-0", "ascending", "descending", "special", "five-values",
+                                          "bell"};
 
 static double uniform(uint64_t *s) { return (double)(test_rand(s) >> 11) / 9007199254740992.0; }
 
@@ -55,6 +58,12 @@ static float gen_value(int mode, int64_t col, uint64_t *s) {
     }
     case GEN_ASCENDING: return (float)col * 0.5f;
     case GEN_DESCENDING: return -(float)col;
+    case GEN_FEW: return (float)(test_rand(s) % 5);   /* ~20% of the row ties with the k-th value */
+    case GEN_BELL: {   /* the bench's rows: a sum of four uniforms (most keys share few top digits) */
+      double a = 0.0;
+      for (int i = 0; i < 4; ++i) a += uniform(s) - 0.5;
+      return (float)a * 3.46f;
+    }
     default:
       switch (test_rand(s) % 10) {
         case 0: return NAN;
@@ -82,8 +91,9 @@ static void print_plan(int64_t rows, int64_t cols, int32_t k) {
   dsv4_status st = dsv4_topk_long_plan_ctx(g_ctx, rows, cols, k, &p);
   if (st != DSV4_OK) fprintf(stderr, "dsv4_topk_long_plan_ctx: %s\n", dsv4_last_error());
   assert_int_equal(st, DSV4_OK);
-  printf("    plan %lld x %lld k=%d: %d threads, cluster %d, slice %d (%d kept in shared memory), %u B smem, grid %u\n",
-         (long long)rows, (long long)cols, k, p.threads, p.cluster, p.slice, p.dense, p.smem, p.grid);
+  printf("    plan %lld x %lld k=%d: %d threads, cluster %d, slice %d (%d kept as %d-bit keys), %d candidates, "
+         "%u B smem, grid %u\n", (long long)rows, (long long)cols, k, p.threads, p.cluster, p.slice, p.dense,
+         p.key_bits, p.cand_cap, p.smem, p.grid);
 }
 
 /* One shape: rows x cols (rows row_stride apart, the input starting `offset` floats into its buffer), k. Runs
@@ -157,7 +167,9 @@ static int64_t sample_for(int64_t rows, int64_t cols, int64_t budget) {
   return s;
 }
 
-/* The matrix of the issue: cols x k x rows, sampled. Random rows, plus a realistic narrow range. */
+/* The matrix of the issue: every (cols, k, rows) with k <= cols, rows capped so a case holds at most 2^25
+ * elements (512 -> 64 -> 7 -> 1). Each case runs twice: random rows, and one of the adversarial generators in
+ * turn (so every generator meets every kind of launch shape somewhere); every third case has strided rows. */
 static void test_shapes(void **state) {
   (void)state;
   static const int64_t colsv[] = {2048, 65536, 131072, 262144, 1 << 20};
@@ -166,19 +178,21 @@ static void test_shapes(void **state) {
   uint64_t seed = 2024;
   int n = 0;
   for (size_t c = 0; c < 5; ++c)
-    for (size_t j = 0; j < 5; ++j) {
-      const int64_t cols = colsv[c];
-      const int32_t k = ks[j];
-      if (k > cols) continue;
-      /* Two row counts per (cols, k), rotating through 1, 7, 64, 512; at most 2^25 elements per case. */
-      for (int t = 0; t < 2; ++t) {
-        int64_t rows = rowsv[(c + j + 2 * (size_t)t) % 4];
-        while (rows > 1 && rows * cols > ((int64_t)1 << 25)) rows = rows == 512 ? 64 : rows == 64 ? 7 : 1;
-        const int mode = t == 0 ? GEN_RANDOM : GEN_NARROW;
-        if (n++ % 4 == 0) print_plan(rows, cols, k);
-        run_case(rows, cols, cols, 0, k, mode, sample_for(rows, cols, (int64_t)1 << 20), seed++);
+    for (size_t j = 0; j < 5; ++j)
+      for (size_t r = 0; r < 4; ++r) {
+        const int64_t cols = colsv[c];
+        const int32_t k = ks[j];
+        if (k > cols) continue;
+        int64_t rows = rowsv[r];
+        if (rows * cols > ((int64_t)1 << 25)) continue;   /* covered by the next smaller row count */
+        const int64_t stride = n % 3 == 2 ? cols + 4 : cols;
+        print_plan(rows, cols, k);
+        run_case(rows, cols, stride, 0, k, GEN_RANDOM, sample_for(rows, cols, (int64_t)1 << 20), seed++);
+        const int mode = 1 + n % (GEN_COUNT - 1);
+        run_case(rows, cols, stride, 0, k, mode, sample_for(rows, cols, (int64_t)1 << 20), seed++);
+        ++n;
       }
-    }
+  assert_true(n >= 70);
 }
 
 /* The bench shapes, every row checked. On sm_90+ a decode row must be split over a cluster (else the library
@@ -189,29 +203,35 @@ static void test_indexer_shapes(void **state) {
   if (g_ctx->cc_major >= 9) {
     dsv4_topk_long_plan p;
     assert_int_equal(dsv4_topk_long_plan_ctx(g_ctx, 1, 131072, 512, &p), DSV4_OK);
-    if (p.cluster < 8) printf("    NOTE: 1 x 131072 runs on clusters of %d blocks (8 expected on H100/H200)\n", p.cluster);
+    if (p.cluster < 16) printf("    NOTE: 1 x 131072 runs on clusters of %d blocks (16 expected on H100/H200)\n", p.cluster);
     assert_true(p.cluster >= 2);
   }
   static const int32_t ks[] = {512, 2048};
   for (int j = 0; j < 2; ++j) {
     print_plan(1, 131072, ks[j]);
     run_case(1, 131072, 131072, 0, ks[j], GEN_RANDOM, 1, seed++);
+    run_case(1, 131072, 131072, 0, ks[j], GEN_BELL, 1, seed++);
     print_plan(64, 131072, ks[j]);
     run_case(64, 131072, 131072, 0, ks[j], GEN_RANDOM, 1, seed++);
+    run_case(64, 131072, 131072, 0, ks[j], GEN_BELL, 1, seed++);
     print_plan(512, 65536, ks[j]);
     run_case(512, 65536, 65536, 0, ks[j], GEN_RANDOM, 8, seed++);
+    run_case(512, 65536, 65536, 0, ks[j], GEN_BELL, 8, seed++);
   }
 }
 
-/* Adversarial rows at the shapes of every code path: cluster of 8 with the slice cached (1 x 131072), cluster of
- * 8 re-reading (1 x 1M), cluster of 2 re-reading (64 x 131072), one block per row (512 x 65536, and 2048-wide
- * rows on 256-thread blocks), cluster of 8 with a cached slice too big for all candidate indices (3 x 262144). */
+/* Adversarial rows at the shapes of every code path: clusters of 16 (or 8) with whole 32-bit keys (1 x 131072,
+ * 7 x 131072), clusters with 16-bit keys of the whole slice (2 x 2^20) and of a prefix (12 x 2^20: clusters of 8
+ * with 131072 columns a block), a cluster of 2 with 16-bit keys (64 x 131072), one block per row with 16-bit keys
+ * (512 x 65536) and of a prefix (200 x 262144), 256-thread blocks (300 x 2048, 5 x 8192 with k = 4096), k = cols.
+ * All-equal and narrow rows overflow the candidate buffers and the hit list (the slow paths). */
 static void test_adversarial(void **state) {
   (void)state;
   uint64_t seed = 999;
   static const struct { int64_t rows, cols; int32_t k; int64_t sample; } shapes[] = {
-      {1, 131072, 2048, 1}, {64, 131072, 512, 16}, {3, 262144, 4096, 1}, {1, 1 << 20, 64, 1},
-      {512, 65536, 2048, 97}, {300, 2048, 64, 7}, {5, 8192, 4096, 1}};
+      {1, 131072, 2048, 1},  {7, 131072, 4096, 1}, {64, 131072, 512, 16}, {2, 1 << 20, 4096, 1},
+      {12, 1 << 20, 64, 5},  {512, 65536, 2048, 97}, {200, 262144, 512, 67}, {300, 2048, 64, 7},
+      {5, 8192, 4096, 1},    {3, 262144, 4096, 1},  {2, 4096, 4096, 1}};
   for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
     print_plan(shapes[s].rows, shapes[s].cols, shapes[s].k);
     for (int mode = 0; mode < GEN_COUNT; ++mode)
