@@ -149,6 +149,8 @@ DSV4_API dsv4_status dsv4_precompile(const dsv4_router_config *cfg, const char *
  * checkpoint), prepare it once for the largest batch, then call forward as often as you like.
  * Thread rules: a router is used by one thread at a time (forward, set_weights, prepare are not
  * reentrant on the same router); different routers on one context may run on different threads.
+ * The forward calls of one router share its workspace: enqueue them on one stream (or order their
+ * streams with events); give concurrent streams a router each.
  * After prepare, forward never compiles, allocates or synchronizes, so it can be captured in a CUDA graph.
  */
 typedef struct dsv4_router dsv4_router;
