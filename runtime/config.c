@@ -47,9 +47,8 @@ int dsv4_router_kernel_specs(const dsv4_router_config *cfg, dsv4_kernel_spec *sp
   /* Routing after the gate GEMM: dense layers (activation_topk) and scored hash layers (hash_scored). */
   dsv4_activation_topk_spec(cfg->num_experts, cfg->top_k, &specs[n++]);
   dsv4_hash_scored_spec(cfg->top_k, &specs[n++]);
-  /* The decode gate GEMM (N <= 64): split-K partials for hash_scored, and fused with the routing (dense). */
+  /* The decode gate GEMM (N <= 64) feeding both of them as split-K partials. */
   dsv4_gate_decode_spec(cfg->hidden_size, cfg->num_experts, &specs[n++]);
-  dsv4_gate_route_spec(cfg->hidden_size, cfg->num_experts, cfg->top_k, &specs[n++]);
   return n;
 }
 

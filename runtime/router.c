@@ -1,15 +1,18 @@
 /*
  * dsv4_router: ties the ops together for one MoE layer's gate (SPEC section 3).
  *
- * Dense mode, N <= decode_max: one launch of gate_route: the split-K partial logits [S][N][E] (S depends on H
- *   only), then the last blocks to finish sum them in split order and route (a ticket counter in `sync`).
+ * Dense mode, N <= decode_max: gate_decode writes split-K partial logits [S][N][E] (S depends on H only),
+ *   then activation_topk sums them in split order and routes, launched with PDL: 2 launches.
+ *   (One launch, the last blocks of the GEMM to finish routing behind a ticket counter, was built and measured
+ *   on H200: slower at every N, 8.9 vs 8.5 us at N = 1 and 12.0 vs 10.7 us at N = 64. See git history,
+ *   "gate_route".)
  * Dense mode, N > decode_max: for each chunk of at most DSV4_PREFILL_CHUNK rows, the cuBLASLt GEMM writes
  *   logits [rows][E], then activation_topk routes that chunk. The workspace does not grow with N.
  *   (Routing chunk i on a second stream while the GEMM of chunk i + 1 runs was measured on H200 and was
  *   slower: the routing blocks take the SMs the GEMM's CTAs need. See README.)
  * Hash mode, uniform weights: the hash router with weight = scale / k (no GEMM, no hidden states).
- * Hash mode, scored weights: the GEMM for the logits (gate_decode's partials, or cuBLASLt), then hash_scored
- *   (launched with PDL behind gate_decode) picks the table's experts and weighs them by their scores.
+ * Hash mode, scored weights: the dense GEMM path for the logits, then hash_scored picks the table's experts
+ *   and weighs them by their scores.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -33,7 +36,6 @@ struct dsv4_router {
   int splits;             /* decode split-K count */
   CUdeviceptr logits;     /* workspace: max(splits * decode_max, chunk) * E floats */
   CUdeviceptr err_count;  /* int32 */
-  CUdeviceptr sync;       /* uint32[2]: gate_route's arrival count and generation */
   dsv4_gate_gemm_plan *gemm;
 };
 
@@ -139,7 +141,6 @@ static void release_workspace(dsv4_router *r) {
   if (r->gemm) dsv4_gate_gemm_plan_destroy(r->gemm), r->gemm = NULL;
   if (r->logits) r->ctx->drv->cuMemFree(r->logits), r->logits = 0;
   if (r->err_count) r->ctx->drv->cuMemFree(r->err_count), r->err_count = 0;
-  if (r->sync) r->ctx->drv->cuMemFree(r->sync), r->sync = 0;
   r->max_tokens = 0;
 }
 
@@ -166,8 +167,6 @@ dsv4_status dsv4_router_prepare(dsv4_router *r, int64_t max_tokens) {
   CUresult e = r->ctx->drv->cuMemAlloc(&r->logits, (size_t)rows * c->num_experts * sizeof(float));
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemAlloc(&r->err_count, sizeof(int32_t));
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->err_count, 0, 1);
-  if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemAlloc(&r->sync, 2 * sizeof(uint32_t));
-  if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->sync, 0, 2);
   if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "dsv4_router_prepare: workspace");
   if (s == DSV4_OK && needs_gemm(c) && max_tokens > r->decode_max)
     s = dsv4_gate_gemm_plan_create(r->ctx, c->num_experts, c->hidden_size, (int32_t)chunk, &r->gemm);
@@ -232,11 +231,7 @@ dsv4_status dsv4_router_forward(dsv4_router *r, CUstream stream, const void *hid
     return dsv4_hash_router_enqueue(r->ctx, stream, token_ids, n, r->lut, c->vocab_size, c->top_k,
                                     c->routed_scaling_factor / (float)c->top_k, w, ids, (int32_t *)r->err_count);
   if (n > r->decode_max) return prefill(r, stream, hidden, token_ids, n, w, ids);
-  if (c->mode == DSV4_ROUTER_DENSE)   /* decode: GEMM and routing in one launch */
-    return dsv4_gate_route_enqueue(r->ctx, stream, hidden, n, r->weight, c->num_experts, c->hidden_size, r->bias,
-                                   c->top_k, c->routed_scaling_factor, (float *)r->logits, (uint32_t *)r->sync, w,
-                                   ids, 0, false);
-  /* Scored hash decode: the split-K partials, then hash_scored launched with PDL behind them. */
+  /* Decode: the split-K partials, then the routing launched with PDL behind them. */
   DSV4_TRY(dsv4_gate_decode_enqueue(r->ctx, stream, hidden, n, r->weight, c->num_experts, c->hidden_size,
                                     (float *)r->logits));
   return route(r, stream, (const float *)r->logits, r->splits, token_ids, 0, n, w, ids, true);
@@ -251,8 +246,6 @@ int64_t dsv4_router_take_error_count(dsv4_router *r) {
   CUresult e = r->ctx->drv->cuCtxSynchronize();
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemcpyDtoH(&count, r->err_count, sizeof count);
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->err_count, 0, 1);
-  if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemAlloc(&r->sync, 2 * sizeof(uint32_t));
-  if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->sync, 0, 2);
   dsv4_ctx_leave(r->ctx, pushed);
   if (e != CUDA_SUCCESS) {
     dsv4_cu_fail(e, "dsv4_router_take_error_count");

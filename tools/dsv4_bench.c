@@ -405,19 +405,13 @@ static void bench_jit(dsv4_context *ctx) {
 /* ---- decode breakdown: where the router's decode time goes (GEMM, routing, the pair, PDL or not) ---- */
 typedef struct decode_parts {
   dsv4_context *ctx;
-  CUdeviceptr x, w, partials, out_w, out_ids, tok, lut, sync;
+  CUdeviceptr x, w, partials, out_w, out_ids, tok, lut;
   int64_t n;
-  int32_t e, h, k, splits, mode;  /* mode: 0 gemm, 1 route, 2 gemm+route plain, 3 gemm+route PDL, 4 hash PDL,
-                                     5 gate_route (one launch) */
-  int warps;                      /* mode 5: 0 = built-in shape */
+  int32_t e, h, k, splits, mode;  /* mode: 0 gemm, 1 route, 2 gemm+route plain, 3 gemm+route PDL, 4 hash PDL */
 } decode_parts;
 
 static dsv4_status decode_parts_launch(void *user, CUstream stream) {
   decode_parts *a = user;
-  if (a->mode == 5)
-    return dsv4_gate_route_enqueue(a->ctx, stream, (const void *)a->x, a->n, (const void *)a->w, a->e, a->h, NULL,
-                                   a->k, 2.5f, (float *)a->partials, (uint32_t *)a->sync, (float *)a->out_w,
-                                   (int32_t *)a->out_ids, a->warps, false);
   if (a->mode != 1)
     DSV4_TRY(dsv4_gate_decode_enqueue(a->ctx, stream, (const void *)a->x, a->n, (const void *)a->w, a->e, a->h,
                                       (float *)a->partials));
@@ -432,7 +426,7 @@ static dsv4_status decode_parts_launch(void *user, CUstream stream) {
 
 static void bench_decode_breakdown(dsv4_context *ctx, CUstream stream, int64_t n) {
   const dsv4_driver *drv = ctx->drv;
-  decode_parts a = {ctx, 0, 0, 0, 0, 0, 0, 0, 0, n, 384, 7168, 6, dsv4_gate_decode_splits(7168), 0, 0};
+  decode_parts a = {ctx, 0, 0, 0, 0, 0, 0, 0, n, 384, 7168, 6, dsv4_gate_decode_splits(7168), 0};
   drv->cuMemAlloc(&a.x, 2 * (size_t)(64 * a.h));
   drv->cuMemAlloc(&a.w, 2 * (size_t)(a.e * a.h));
   drv->cuMemAlloc(&a.partials, 4 * (size_t)(a.splits * 64 * a.e));
@@ -440,30 +434,20 @@ static void bench_decode_breakdown(dsv4_context *ctx, CUstream stream, int64_t n
   drv->cuMemAlloc(&a.out_ids, 4 * 64 * 16);
   drv->cuMemAlloc(&a.tok, 4 * 64);
   drv->cuMemAlloc(&a.lut, 4 * 1000 * 6);
-  drv->cuMemAlloc(&a.sync, 8);
-  drv->cuMemsetD32(a.sync, 0, 2);
   drv->cuMemsetD8(a.x, 0x3c, 2 * (size_t)(64 * a.h));
   drv->cuMemsetD8(a.w, 0x3c, 2 * (size_t)(a.e * a.h));
   drv->cuMemsetD32(a.tok, 7, 64);
   drv->cuMemsetD32(a.lut, 3, 6000);
-  static const char *names[] = {"gemm alone", "route alone", "gemm+route", "gemm+route PDL", "gemm+hash PDL",
-                                "gate_route (one launch)"};
+  static const char *names[] = {"gemm alone", "route alone", "gemm+route", "gemm+route PDL", "gemm+hash PDL"};
   printf("decode breakdown v4-pro N=%lld:", (long long)n);
-  for (int m = 0; m < 6; ++m) {
+  for (int m = 0; m < 5; ++m) {
     a.mode = m;
     dsv4_timing t;
     CHECK(dsv4_time_launches(drv, stream, decode_parts_launch, &a, g_calls, g_reps, (size_t)ctx->l2_bytes * 4, &t));
-    printf("  %s %.2f us (stream %.2f)%s", names[m], t.graph_us, t.stream_us, m < 5 ? ";" : "\n");
+    printf("  %s %.2f us (stream %.2f)%s", names[m], t.graph_us, t.stream_us, m < 4 ? ";" : "\n");
   }
-  printf("    gate_route warps/block sweep, graph us:");
-  for (a.warps = 1; a.warps <= DSV4_GATE_DECODE_MAX_WARPS; ++a.warps) {
-    dsv4_timing t;
-    CHECK(dsv4_time_launches(drv, stream, decode_parts_launch, &a, g_calls, g_reps / 3 + 1, (size_t)1 << 20, &t));
-    printf(" %d:%.2f", a.warps, t.graph_us);
-  }
-  printf("\n");
-  CUdeviceptr all[] = {a.x, a.w, a.partials, a.out_w, a.out_ids, a.tok, a.lut, a.sync};
-  for (int i = 0; i < 8; ++i) drv->cuMemFree(all[i]);
+  CUdeviceptr all[] = {a.x, a.w, a.partials, a.out_w, a.out_ids, a.tok, a.lut};
+  for (int i = 0; i < 7; ++i) drv->cuMemFree(all[i]);
 }
 
 /* ---- the router: decode and prefill, beside the cuBLASLt GEMM alone ---- */

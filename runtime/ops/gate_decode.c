@@ -114,11 +114,12 @@ dsv4_status dsv4_gate_decode_check(const char *fn, const void *ctx, const void *
   return DSV4_OK;
 }
 
-dsv4_status dsv4_gate_decode_launch(dsv4_context *ctx, CUfunction fn, CUstream stream, int64_t num_tokens,
-                                    int32_t num_experts, int32_t hidden_size, int warps, bool pdl, void **args,
-                                    const char *what) {
-  /* Shared memory: the device's opt-in limit per block less the kernel's static part (none for gate_decode;
-   * gate_route's routing buffers). */
+/* With ctx current: the launch of fn. */
+static dsv4_status launch(dsv4_context *ctx, CUfunction fn, CUstream stream, const void *x, int64_t num_tokens,
+                          const void *w, int32_t num_experts, int32_t hidden_size, float *partials, int warps,
+                          bool pdl) {
+  /* Shared memory: the device's opt-in limit per block less the kernel's static part (none, or what the
+   * system reserves). */
   int optin = 0, static_smem = 0;
   DSV4_CU(ctx->drv, cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, ctx->dev),
           "gate_decode: cuDeviceGetAttribute(MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)");
@@ -128,16 +129,18 @@ dsv4_status dsv4_gate_decode_launch(dsv4_context *ctx, CUfunction fn, CUstream s
   dsv4_gate_decode_plan plan;
   dsv4_gate_decode_plan_for(hidden_size, num_experts, num_tokens, ctx->sm_count, smem_limit, warps, &plan);
   if (smem_limit <= 0 || plan.smem > (unsigned)smem_limit)
-    return dsv4_fail(DSV4_ERR_UNSUPPORTED, "%s: %u bytes of shared memory needed, the device allows %d", what,
+    return dsv4_fail(DSV4_ERR_UNSUPPORTED, "gate_decode: %u bytes of shared memory needed, the device allows %d",
                      plan.smem, smem_limit);
-  if (plan.smem + (unsigned)static_smem > STATIC_SMEM_LIMIT) {
+  if (plan.smem > STATIC_SMEM_LIMIT) {
     /* Opt in above 48 KB. Always the same value (the whole limit), so concurrent enqueues of different N on
      * one function never lower it under each other; a host-side attribute: no allocation, no sync. */
     DSV4_CU(ctx->drv, cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem_limit),
             "gate_decode: cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
   }
-  return pdl ? dsv4_launch_pdl(ctx, fn, plan.grid, plan.block, plan.smem, stream, args, what)
-             : dsv4_launch(ctx, fn, plan.grid, plan.block, plan.smem, stream, args, what);
+  int n = (int)num_tokens;
+  void *args[] = {&x, &n, &w, &partials};
+  return pdl ? dsv4_launch_pdl(ctx, fn, plan.grid, plan.block, plan.smem, stream, args, "launching gate_decode")
+             : dsv4_launch(ctx, fn, plan.grid, plan.block, plan.smem, stream, args, "launching gate_decode");
 }
 
 dsv4_status dsv4_gate_decode_enqueue_ex(dsv4_context *ctx, CUstream stream, const void *x, int64_t num_tokens,
@@ -148,12 +151,9 @@ dsv4_status dsv4_gate_decode_enqueue_ex(dsv4_context *ctx, CUstream stream, cons
   dsv4_gate_decode_spec(hidden_size, num_experts, &spec);
   CUfunction fn = NULL;
   DSV4_TRY(dsv4_ctx_function(ctx, &spec, &fn));
-  int n = (int)num_tokens;
-  void *args[] = {&x, &n, &w, &partials};
   bool pushed = false;
   DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
-  dsv4_status s = dsv4_gate_decode_launch(ctx, fn, stream, num_tokens, num_experts, hidden_size, warps, pdl, args,
-                                          "launching gate_decode");
+  dsv4_status s = launch(ctx, fn, stream, x, num_tokens, w, num_experts, hidden_size, partials, warps, pdl);
   dsv4_ctx_leave(ctx, pushed);
   return s;
 }

@@ -153,28 +153,6 @@ DSV4_INTERNAL dsv4_status dsv4_gate_decode_enqueue_ex(dsv4_context *ctx, CUstrea
     int64_t num_tokens, const void *w, int32_t num_experts, int32_t hidden_size, float *partials, int warps,
     bool pdl);
 
-/* With ctx current: launches fn (gate_decode or gate_route, same launch shape) for N tokens with the plan above,
- * opting in to the dynamic shared memory it needs. args: the kernel's parameters. */
-DSV4_INTERNAL dsv4_status dsv4_gate_decode_launch(dsv4_context *ctx, CUfunction fn, CUstream stream,
-    int64_t num_tokens, int32_t num_experts, int32_t hidden_size, int warps, bool pdl, void **args,
-    const char *what);
-
-/* gate_route.cu: the router's dense decode in one launch (N <= 64): the gate_decode GEMM into the partials, then
- * the last min(N, blocks) blocks to finish route the tokens (slabs summed in split order, activation, bias,
- * top-k, weights; the same bits as gate_decode followed by the split-slab activation_topk). sync: two zeroed
- * uint32 words of device memory, left zeroed (count) and bumped (generation) by every launch; launches sharing
- * sync or partials must be ordered (one stream). Shapes and pointers as dsv4_gate_decode_check and
- * dsv4_activation_topk_check; partials: dsv4_gate_decode_workspace_floats(H, E, N) floats. */
-DSV4_INTERNAL void dsv4_gate_route_spec(int32_t hidden_size, int32_t num_experts, int32_t k, dsv4_kernel_spec *out);
-DSV4_INTERNAL dsv4_status dsv4_gate_route_check(const char *fn, const void *ctx, const void *x, int64_t num_tokens,
-    const void *w, int32_t num_experts, int32_t hidden_size, const float *bias, int32_t k, float scale,
-    const float *partials, const uint32_t *sync, const float *topk_weights, const int32_t *topk_ids);
-/* Enqueues it; warps 1..8 or 0 for the built-in shape; pdl as dsv4_gate_decode_enqueue_ex. Never allocates or
- * synchronizes; num_tokens == 0 is a no-op. */
-DSV4_INTERNAL dsv4_status dsv4_gate_route_enqueue(dsv4_context *ctx, CUstream stream, const void *x,
-    int64_t num_tokens, const void *w, int32_t num_experts, int32_t hidden_size, const float *bias, int32_t k,
-    float scale, float *partials, uint32_t *sync, float *topk_weights, int32_t *topk_ids, int warps, bool pdl);
-
 /* The kernels a router with cfg uses (precompile, prepare). Returns the count written to specs. */
 #define DSV4_MAX_ROUTER_KERNELS 16
 DSV4_INTERNAL int dsv4_router_kernel_specs(const dsv4_router_config *cfg, dsv4_kernel_spec *specs);

@@ -62,7 +62,7 @@ static void test_spec_names_the_shape(void **state) {
 /* The host constants must be the kernel's: find "kGateSplit = N" in the embedded source. */
 static int kernel_constant(const char *name) {
   for (size_t i = 0; i < dsv4_embedded_file_count; ++i) {
-    if (strcmp(dsv4_embedded_files[i].name, "gate_decode.cuh")) continue;
+    if (strcmp(dsv4_embedded_files[i].name, "gate_decode.cu")) continue;
     char pat[64];
     snprintf(pat, sizeof pat, "constexpr int %s = ", name);
     const char *p = strstr(dsv4_embedded_files[i].text, pat);

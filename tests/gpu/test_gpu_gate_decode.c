@@ -14,12 +14,6 @@
  *  - Batch invariance: each token's partials at every N equal bitwise those of the same token in the N = 64
  *    batch; a token alone (N = 1, x pointer at its row) equals its partials at position p of the batch.
  *  - The launch shape (1..8 warps per block) and PDL launch never change a bit.
- * gate_route (kernel_src/gate_route.cu: the same GEMM, then the routing in the same launch):
- *  - ids and weights bitwise equal to the two-launch path (gate_decode, then activation_topk on the slabs)
- *    and within the oracle's tolerance (oracle_check_routed_token), for k = 1, 6, 16 and k = E, with and without
- *    bias, every N above, 0/1/3/8 warps per block and PDL;
- *  - its sync words are left as documented (count 0, generation + 1 per launch), also after 200 launches
- *    back to back with changing N and launch shape, and a token's result does not depend on N or position.
  * Exits 77 (skipped) with no driver or no device.
  */
 #include <math.h>
@@ -282,170 +276,6 @@ static void test_zero_tokens_is_a_no_op(void **state) {
   fixture_free(&f);
 }
 
-/* ---- gate_route ---- */
-
-typedef struct route_bufs {
-  CUdeviceptr bias, w, ids, w2, ids2, sync;
-  float *hw, *hw2;
-  int32_t *hids, *hids2;
-} route_bufs;
-
-static void route_bufs_init(route_bufs *b, const fixture *f, uint64_t seed) {
-  memset(b, 0, sizeof *b);
-  float *bias = malloc(sizeof(float) * f->e);
-  assert_non_null(bias);
-  for (int i = 0; i < f->e; ++i) bias[i] = 0.25f * uniform(&seed);
-  CU_OK(cuMemAlloc(&b->bias, sizeof(float) * f->e));
-  CU_OK(cuMemcpyHtoD(b->bias, bias, sizeof(float) * f->e));
-  free(bias);
-  const size_t outs = (size_t)MAX_N * 16;
-  CU_OK(cuMemAlloc(&b->w, 4 * outs));
-  CU_OK(cuMemAlloc(&b->ids, 4 * outs));
-  CU_OK(cuMemAlloc(&b->w2, 4 * outs));
-  CU_OK(cuMemAlloc(&b->ids2, 4 * outs));
-  CU_OK(cuMemAlloc(&b->sync, 8));
-  CU_OK(cuMemsetD32(b->sync, 0, 2));
-  b->hw = malloc(4 * outs), b->hw2 = malloc(4 * outs);
-  b->hids = malloc(4 * outs), b->hids2 = malloc(4 * outs);
-  assert_non_null(b->hw), assert_non_null(b->hw2), assert_non_null(b->hids), assert_non_null(b->hids2);
-}
-
-static void route_bufs_free(route_bufs *b) {
-  CUdeviceptr all[] = {b->bias, b->w, b->ids, b->w2, b->ids2, b->sync};
-  for (int i = 0; i < 6; ++i) CU_OK(cuMemFree(all[i]));
-  free(b->hw), free(b->hw2), free(b->hids), free(b->hids2);
-}
-
-static void read_sync(const route_bufs *b, uint32_t out[2]) {
-  CU_OK(cuStreamSynchronize(g_stream));
-  CU_OK(cuMemcpyDtoH(out, b->sync, 8));
-}
-
-/* gate_route for tokens [row0, row0 + n) into (w, ids); outputs poisoned first. */
-static void route_enqueue(fixture *f, route_bufs *b, int row0, int n, int k, bool with_bias, int warps, bool pdl,
-                          CUdeviceptr w, CUdeviceptr ids) {
-  CU_OK(cuMemsetD8Async(w, 0xFF, 4 * (size_t)MAX_N * 16, g_stream));
-  CU_OK(cuMemsetD8Async(ids, 0xFF, 4 * (size_t)MAX_N * 16, g_stream));
-  const uint16_t *x = (const uint16_t *)(uintptr_t)f->dx + (size_t)row0 * f->h;
-  const float *bias = with_bias ? (const float *)(uintptr_t)b->bias : NULL;
-  DSV4_OK_(dsv4_gate_route_check("test", g_ctx, x, n, (const void *)(uintptr_t)f->dw, f->e, f->h, bias, k, 2.5f,
-                                 (const float *)(uintptr_t)f->dp, (const uint32_t *)(uintptr_t)b->sync,
-                                 (const float *)(uintptr_t)w, (const int32_t *)(uintptr_t)ids));
-  DSV4_OK_(dsv4_gate_route_enqueue(g_ctx, g_stream, x, n, (const void *)(uintptr_t)f->dw, f->e, f->h, bias, k, 2.5f,
-                                   (float *)(uintptr_t)f->dp, (uint32_t *)(uintptr_t)b->sync, (float *)(uintptr_t)w,
-                                   (int32_t *)(uintptr_t)ids, warps, pdl));
-}
-
-static void download(CUdeviceptr w, CUdeviceptr ids, int n, int k, float *hw, int32_t *hids) {
-  CU_OK(cuStreamSynchronize(g_stream));
-  CU_OK(cuMemcpyDtoH(hw, w, 4 * (size_t)n * k));
-  CU_OK(cuMemcpyDtoH(hids, ids, 4 * (size_t)n * k));
-}
-
-/* The two-launch path: gate_decode, then activation_topk summing the slabs. Into (b->w2, b->ids2). */
-static void two_launch(fixture *f, route_bufs *b, int n, int k, bool with_bias) {
-  const uint16_t *x = (const uint16_t *)(uintptr_t)f->dx;
-  DSV4_OK_(dsv4_gate_decode_enqueue(g_ctx, g_stream, x, n, (const void *)(uintptr_t)f->dw, f->e, f->h,
-                                    (float *)(uintptr_t)f->dp));
-  DSV4_OK_(dsv4_activation_topk_enqueue(g_ctx, g_stream, (const float *)(uintptr_t)f->dp, f->splits,
-                                        (int64_t)n * f->e, n, f->e, with_bias ? (const float *)(uintptr_t)b->bias : NULL,
-                                        k, 2.5f, (float *)(uintptr_t)b->w2, (int32_t *)(uintptr_t)b->ids2, false));
-  download(b->w2, b->ids2, n, k, b->hw2, b->hids2);
-}
-
-static void expect_same_routes(const fixture *f, int n, int k, const float *wa, const int32_t *ia, const float *wb,
-                               const int32_t *ib, const char *what) {
-  for (int i = 0; i < n * k; ++i)
-    if (ia[i] != ib[i] || bits(wa[i]) != bits(wb[i]))
-      fail_msg("E=%d H=%d N=%d k=%d: %s: token %d slot %d: id %d w %08x vs id %d w %08x", f->e, f->h, n, k, what,
-               i / k, i % k, ia[i], bits(wa[i]), ib[i], bits(wb[i]));
-}
-
-static void test_gate_route_equals_two_launch_path(void **state) {
-  (void)state;
-  for (int si = 0; si < NUM_SHAPES; ++si) {
-    fixture f;
-    fixture_init(&f, k_shapes[si][0], k_shapes[si][1], 0x94D049BB133111EBull + (uint64_t)si);
-    route_bufs b;
-    route_bufs_init(&b, &f, 0xBF58476D1CE4E5B9ull + (uint64_t)si);
-    float *hbias = malloc(sizeof(float) * f.e);
-    assert_non_null(hbias);
-    CU_OK(cuMemcpyDtoH(hbias, b.bias, sizeof(float) * f.e));
-    const int ks[] = {1, 6, 16, f.e};
-    uint32_t launches = 0, sync[2];
-    for (int ki = 0; ki < 4; ++ki) {
-      const int k = ks[ki];
-      if (k > f.e || k > 16 || (ki == 3 && (k == 1 || k == 6 || k == 16))) continue;
-      for (int ni = 0; ni < NUM_NS; ++ni) {
-        const int n = k_ns[ni];
-        const bool with_bias = (ni & 1) == 0;
-        two_launch(&f, &b, n, k, with_bias);
-        static const int warps[] = {0, 1, 3, 8};
-        for (int wi = 0; wi < 4; ++wi) {
-          const bool pdl = wi == 2;
-          route_enqueue(&f, &b, 0, n, k, with_bias, warps[wi], pdl, b.w, b.ids);
-          ++launches;
-          download(b.w, b.ids, n, k, b.hw, b.hids);
-          expect_same_routes(&f, n, k, b.hw, b.hids, b.hw2, b.hids2, "gate_route vs gate_decode + activation_topk");
-          read_sync(&b, sync);
-          if (sync[0] != 0 || sync[1] != launches)
-            fail_msg("E=%d H=%d N=%d: sync words {%u, %u} after %u launches, want {0, %u}", f.e, f.h, n, sync[0],
-                     sync[1], launches, launches);
-        }
-        for (int t = 0; t < n; ++t) {
-          char why[256];
-          if (oracle_check_routed_token(f.x + (size_t)t * f.h, f.w, f.h, f.e, with_bias ? hbias : NULL, k, 2.5, 0, t,
-                                         NULL, 0, b.hw + (size_t)t * k, b.hids + (size_t)t * k, why, sizeof why))
-            fail_msg("E=%d H=%d N=%d k=%d token %d vs the oracle: %s", f.e, f.h, n, k, t, why);
-        }
-      }
-    }
-    printf("  gate_route E=%-4d H=%-5d: %u launches equal to the two-launch path\n", f.e, f.h, launches);
-    free(hbias);
-    route_bufs_free(&b);
-    fixture_free(&f);
-  }
-}
-
-static void test_gate_route_back_to_back_and_batch_invariance(void **state) {
-  (void)state;
-  fixture f;
-  fixture_init(&f, 384, 7168, 0x2545F4914F6CDD1Dull);
-  route_bufs b;
-  route_bufs_init(&b, &f, 99);
-  const int k = 6;
-  /* The batch of 64, the reference for every token. */
-  route_enqueue(&f, &b, 0, MAX_N, k, true, 0, false, b.w2, b.ids2);
-  download(b.w2, b.ids2, MAX_N, k, b.hw2, b.hids2);
-  uint32_t launches = 1, sync[2];
-  /* 200 launches back to back with no synchronisation, changing N, start row and shape; the last one is kept. */
-  uint64_t seed = 12345;
-  int n = 1, row0 = 0;
-  for (int i = 0; i < 200; ++i) {
-    n = 1 + (int)(test_rand(&seed) % MAX_N);
-    row0 = (int)(test_rand(&seed) % (uint64_t)(MAX_N - n + 1));
-    const int warps = (int)(test_rand(&seed) % 9);
-    route_enqueue(&f, &b, row0, n, k, true, warps, (i & 3) == 1, b.w, b.ids);
-    ++launches;
-  }
-  download(b.w, b.ids, n, k, b.hw, b.hids);
-  read_sync(&b, sync);
-  if (sync[0] != 0 || sync[1] != launches)
-    fail_msg("sync words {%u, %u} after %u launches back to back, want {0, %u}", sync[0], sync[1], launches, launches);
-  for (int t = 0; t < n; ++t)
-    expect_same_routes(&f, 1, k, b.hw + (size_t)t * k, b.hids + (size_t)t * k, b.hw2 + (size_t)(row0 + t) * k,
-                       b.hids2 + (size_t)(row0 + t) * k, "last of 200 launches vs the batch of 64");
-  /* Each token alone vs in the batch. */
-  for (int p = 0; p < MAX_N; p += 7) {
-    route_enqueue(&f, &b, p, 1, k, true, 0, false, b.w, b.ids);
-    download(b.w, b.ids, 1, k, b.hw, b.hids);
-    expect_same_routes(&f, 1, k, b.hw, b.hids, b.hw2 + (size_t)p * k, b.hids2 + (size_t)p * k,
-                       "token alone vs in the batch of 64");
-  }
-  route_bufs_free(&b);
-  fixture_free(&f);
-}
-
 int main(void) {
   DSV4_GPU_TEST_OR_SKIP(&g_ctx);
   g_drv = g_ctx->drv;
@@ -460,8 +290,6 @@ int main(void) {
       cmocka_unit_test(test_matches_oracle_and_writes_every_slab),
       cmocka_unit_test(test_batch_invariance),
       cmocka_unit_test(test_launch_shape_and_pdl_change_nothing),
-      cmocka_unit_test(test_gate_route_equals_two_launch_path),
-      cmocka_unit_test(test_gate_route_back_to_back_and_batch_invariance),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   g_drv->cuStreamDestroy(g_stream);
