@@ -43,6 +43,8 @@ static inline uint64_t test_rand(uint64_t *s) {
       fprintf(stderr, "dsv4_context_create: %s: %s\n", dsv4_status_string(st_), dsv4_last_error()); \
       return 1;                                                                                    \
     }                                                                                              \
+    /* DSV4_TEST_FILTER: run only the cmocka tests whose name matches (wildcards * and ?). */      \
+    if (getenv("DSV4_TEST_FILTER")) cmocka_set_test_filter(getenv("DSV4_TEST_FILTER"));            \
   } while (0)
 
 #endif
