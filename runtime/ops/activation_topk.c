@@ -19,8 +19,15 @@ void dsv4_activation_topk_spec(int32_t num_experts, int32_t k, dsv4_kernel_spec 
   snprintf(out->tag, sizeof out->tag, "activation_topk-k%d-e%d", (int)k, (int)num_experts);
 }
 
-dsv4_status dsv4_logit_slabs_check(const char *fn, int32_t num_splits, int64_t split_stride, int64_t num_tokens,
-                                    int32_t num_experts) {
+dsv4_status dsv4_routing_logits_check(const char *fn, const void *ctx, int32_t num_splits, int64_t split_stride,
+                                      int64_t num_tokens, int32_t num_experts, int32_t k, float scale) {
+  DSV4_CHECK_ARG(ctx != NULL, fn, "ctx", "is NULL");
+  DSV4_CHECK_ARG(num_tokens >= 0, fn, "num_tokens", "is negative");
+  DSV4_CHECK_ARG(num_experts >= 1, fn, "num_experts", "must be at least 1");
+  DSV4_CHECK_RANGE(num_experts <= MAX_EXPERTS, fn, "num_experts", num_experts, "1..1024");
+  DSV4_CHECK_ARG(k >= 1, fn, "k", "must be at least 1");
+  DSV4_CHECK_RANGE(k <= MAX_K && k <= num_experts, fn, "k", k, "1..min(num_experts,16)");
+  DSV4_CHECK_ARG(isfinite(scale) && scale > 0.0f, fn, "routed_scaling_factor", "must be finite and positive");
   DSV4_CHECK_ARG(num_splits >= 1, fn, "num_splits", "must be at least 1");
   DSV4_CHECK_RANGE(num_splits <= MAX_SPLITS, fn, "num_splits", num_splits, "1..64");
   DSV4_CHECK_RANGE(num_tokens <= ((int64_t)1 << 40) / num_experts, fn, "num_tokens", num_tokens,
@@ -36,14 +43,7 @@ dsv4_status dsv4_activation_topk_check(const char *fn, const void *ctx, const fl
                                        int64_t split_stride, int64_t num_tokens, int32_t num_experts,
                                        const float *bias, int32_t k, float scale, const float *w,
                                        const int32_t *ids) {
-  DSV4_CHECK_ARG(ctx != NULL, fn, "ctx", "is NULL");
-  DSV4_CHECK_ARG(num_tokens >= 0, fn, "num_tokens", "is negative");
-  DSV4_CHECK_ARG(num_experts >= 1, fn, "num_experts", "must be at least 1");
-  DSV4_CHECK_RANGE(num_experts <= MAX_EXPERTS, fn, "num_experts", num_experts, "1..1024");
-  DSV4_CHECK_ARG(k >= 1, fn, "k", "must be at least 1");
-  DSV4_CHECK_RANGE(k <= MAX_K && k <= num_experts, fn, "k", k, "1..min(num_experts,16)");
-  DSV4_CHECK_ARG(isfinite(scale) && scale > 0.0f, fn, "routed_scaling_factor", "must be finite and positive");
-  DSV4_TRY(dsv4_logit_slabs_check(fn, num_splits, split_stride, num_tokens, num_experts));
+  DSV4_TRY(dsv4_routing_logits_check(fn, ctx, num_splits, split_stride, num_tokens, num_experts, k, scale));
   DSV4_CHECK_ARG(((uintptr_t)bias & 3) == 0, fn, "bias", "is not 4-byte aligned");
   if (num_tokens == 0) return DSV4_OK;
   DSV4_CHECK_PTR(logits, fn, "logits", 4);

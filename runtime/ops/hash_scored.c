@@ -1,12 +1,9 @@
 /* Host launcher for kernel_src/hash_scored.cu (the router's hash mode with scored weights). */
-#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 
 #include "ops.h"
 
-#define MAX_EXPERTS 1024
-#define MAX_K 16
 #define MAX_VOCAB (1 << 24)
 #define BLOCK 256   /* one thread per token */
 
@@ -20,16 +17,9 @@ dsv4_status dsv4_hash_scored_check(const char *fn, const void *ctx, const float 
                                    int64_t split_stride, const int32_t *token_ids, int64_t num_tokens,
                                    int32_t num_experts, const int32_t *lut, int32_t vocab_size, int32_t k,
                                    float scale, const float *w, const int32_t *ids) {
-  DSV4_CHECK_ARG(ctx != NULL, fn, "ctx", "is NULL");
-  DSV4_CHECK_ARG(num_tokens >= 0, fn, "num_tokens", "is negative");
-  DSV4_CHECK_ARG(num_experts >= 1, fn, "num_experts", "must be at least 1");
-  DSV4_CHECK_RANGE(num_experts <= MAX_EXPERTS, fn, "num_experts", num_experts, "1..1024");
-  DSV4_CHECK_ARG(k >= 1, fn, "k", "must be at least 1");
-  DSV4_CHECK_RANGE(k <= MAX_K && k <= num_experts, fn, "k", k, "1..min(num_experts,16)");
+  DSV4_TRY(dsv4_routing_logits_check(fn, ctx, num_splits, split_stride, num_tokens, num_experts, k, scale));
   DSV4_CHECK_ARG(vocab_size >= 1, fn, "vocab_size", "must be at least 1");
   DSV4_CHECK_RANGE(vocab_size <= MAX_VOCAB, fn, "vocab_size", vocab_size, "1..2^24");
-  DSV4_CHECK_ARG(isfinite(scale) && scale > 0.0f, fn, "routed_scaling_factor", "must be finite and positive");
-  DSV4_TRY(dsv4_logit_slabs_check(fn, num_splits, split_stride, num_tokens, num_experts));
   DSV4_CHECK_PTR(lut, fn, "lut", 4);
   if (num_tokens == 0) return DSV4_OK;
   DSV4_CHECK_PTR(logits, fn, "logits", 4);

@@ -87,10 +87,11 @@ DSV4_INTERNAL dsv4_status dsv4_topk_long_plan_ctx(dsv4_context *ctx, int64_t row
  * dsv4_activation_topk (split_stride is then ignored). With pdl the kernel is launched with programmatic
  * dependent launch (dsv4_launch_pdl): it may start while the previous kernel on the stream (the one writing
  * the partials) still runs, and waits on griddepcontrol before reading them. */
-/* The checks shared by every consumer of split-slab logits (num_splits in 1..64, num_tokens * E bounded,
- * split_stride at least num_tokens * E); called after num_tokens >= 0 and E in 1..1024 are checked. */
-DSV4_INTERNAL dsv4_status dsv4_logit_slabs_check(const char *fn, int32_t num_splits, int64_t split_stride,
-                                                 int64_t num_tokens, int32_t num_experts);
+/* The checks shared by every consumer of split-slab logits (activation_topk, hash_scored), in this order: ctx,
+ * num_tokens >= 0, E in 1..1024, k in 1..min(E, 16), scale finite and positive, num_splits in 1..64,
+ * num_tokens * E bounded, split_stride at least num_tokens * E. */
+DSV4_INTERNAL dsv4_status dsv4_routing_logits_check(const char *fn, const void *ctx, int32_t num_splits,
+    int64_t split_stride, int64_t num_tokens, int32_t num_experts, int32_t k, float scale);
 DSV4_INTERNAL void dsv4_activation_topk_spec(int32_t num_experts, int32_t k, dsv4_kernel_spec *out);
 /* Checks the arguments of dsv4_activation_topk and of the split-slab form (num_splits in 1..64; with more
  * than one split, split_stride >= num_tokens * num_experts). */
