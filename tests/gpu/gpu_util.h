@@ -25,6 +25,14 @@ static const dsv4_driver *gpu_drv(void) {
     }                                                                                 \
   } while (0)
 
+/* A dsv4 call that must return DSV4_OK; the failure names the status and the library's message. */
+#define DSV4_CHECK_OK(call)                                                                          \
+  do {                                                                                               \
+    dsv4_status s_ = (call);                                                                         \
+    if (s_ != DSV4_OK)                                                                               \
+      fail_msg("%s:%d: %s: %s (%s)", __FILE__, __LINE__, #call, dsv4_status_string(s_), dsv4_last_error()); \
+  } while (0)
+
 static CUdeviceptr gpu_alloc(size_t bytes) {
   CUdeviceptr p = 0;
   GPU_CHECK(cuMemAlloc(&p, bytes ? bytes : 4));

@@ -18,7 +18,7 @@
  */
 #include <math.h>
 
-#include "test_util.h"
+#include "gpu_util.h"
 #include "oracle.h"
 #include "ops/ops.h"
 
@@ -26,21 +26,6 @@ static dsv4_context *g_ctx;
 static const dsv4_driver *g_drv;
 static CUstream g_stream;
 
-#define CU_OK(call)                                                                         \
-  do {                                                                                      \
-    CUresult r_ = (g_drv->call);                                                            \
-    if (r_ != CUDA_SUCCESS) {                                                               \
-      const char *n_ = NULL;                                                                \
-      g_drv->cuGetErrorName(r_, &n_);                                                       \
-      fail_msg("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, n_ ? n_ : "?");           \
-    }                                                                                       \
-  } while (0)
-#define DSV4_OK_(call)                                                                                  \
-  do {                                                                                                  \
-    dsv4_status s_ = (call);                                                                            \
-    if (s_ != DSV4_OK)                                                                                  \
-      fail_msg("%s:%d: %s: %s (%s)", __FILE__, __LINE__, #call, dsv4_status_string(s_), dsv4_last_error()); \
-  } while (0)
 
 #define MAX_N 64
 #define GUARD_FLOATS 4096
@@ -99,34 +84,34 @@ static void fixture_init(fixture *f, int32_t e, int32_t h, uint64_t seed) {
   f->out = malloc(sizeof(float) * f->cap);
   f->out2 = malloc(sizeof(float) * f->cap);
   assert_non_null(f->out), assert_non_null(f->out2);
-  CU_OK(cuMemAlloc(&f->dx, sizeof(uint16_t) * MAX_N * (size_t)h));
-  CU_OK(cuMemAlloc(&f->dw, sizeof(uint16_t) * (size_t)e * h));
-  CU_OK(cuMemAlloc(&f->dp, sizeof(float) * f->cap));
-  CU_OK(cuMemcpyHtoD(f->dx, f->x, sizeof(uint16_t) * MAX_N * (size_t)h));
-  CU_OK(cuMemcpyHtoD(f->dw, f->w, sizeof(uint16_t) * (size_t)e * h));
+  GPU_CHECK(cuMemAlloc(&f->dx, sizeof(uint16_t) * MAX_N * (size_t)h));
+  GPU_CHECK(cuMemAlloc(&f->dw, sizeof(uint16_t) * (size_t)e * h));
+  GPU_CHECK(cuMemAlloc(&f->dp, sizeof(float) * f->cap));
+  GPU_CHECK(cuMemcpyHtoD(f->dx, f->x, sizeof(uint16_t) * MAX_N * (size_t)h));
+  GPU_CHECK(cuMemcpyHtoD(f->dw, f->w, sizeof(uint16_t) * (size_t)e * h));
 }
 
 static void fixture_free(fixture *f) {
-  CU_OK(cuMemFree(f->dx));
-  CU_OK(cuMemFree(f->dw));
-  CU_OK(cuMemFree(f->dp));
+  GPU_CHECK(cuMemFree(f->dx));
+  GPU_CHECK(cuMemFree(f->dw));
+  GPU_CHECK(cuMemFree(f->dp));
   free(f->x), free(f->w), free(f->ref), free(f->absref), free(f->out), free(f->out2);
 }
 
 /* Poison the workspace, run tokens [row0, row0 + n) of x, download the whole workspace into out. */
 static void run(fixture *f, int row0, int n, int warps, bool pdl, float *out) {
-  CU_OK(cuMemsetD8Async(f->dp, 0xFF, sizeof(float) * f->cap, g_stream));
+  GPU_CHECK(cuMemsetD8Async(f->dp, 0xFF, sizeof(float) * f->cap, g_stream));
   const uint16_t *x = (const uint16_t *)(uintptr_t)f->dx + (size_t)row0 * f->h;
-  DSV4_OK_(dsv4_gate_decode_check("test", g_ctx, x, n, (const void *)(uintptr_t)f->dw, f->e, f->h,
+  DSV4_CHECK_OK(dsv4_gate_decode_check("test", g_ctx, x, n, (const void *)(uintptr_t)f->dw, f->e, f->h,
                                   (float *)(uintptr_t)f->dp));
   if (warps == 0 && !pdl)
-    DSV4_OK_(dsv4_gate_decode_enqueue(g_ctx, g_stream, x, n, (const void *)(uintptr_t)f->dw, f->e, f->h,
+    DSV4_CHECK_OK(dsv4_gate_decode_enqueue(g_ctx, g_stream, x, n, (const void *)(uintptr_t)f->dw, f->e, f->h,
                                       (float *)(uintptr_t)f->dp));
   else
-    DSV4_OK_(dsv4_gate_decode_enqueue_ex(g_ctx, g_stream, x, n, (const void *)(uintptr_t)f->dw, f->e, f->h,
+    DSV4_CHECK_OK(dsv4_gate_decode_enqueue_ex(g_ctx, g_stream, x, n, (const void *)(uintptr_t)f->dw, f->e, f->h,
                                          (float *)(uintptr_t)f->dp, warps, pdl));
-  CU_OK(cuStreamSynchronize(g_stream));
-  CU_OK(cuMemcpyDtoH(out, f->dp, sizeof(float) * f->cap));
+  GPU_CHECK(cuStreamSynchronize(g_stream));
+  GPU_CHECK(cuMemcpyDtoH(out, f->dp, sizeof(float) * f->cap));
 }
 
 static uint32_t bits(float v) {
@@ -267,11 +252,11 @@ static void test_zero_tokens_is_a_no_op(void **state) {
   (void)state;
   fixture f;
   fixture_init(&f, 3, 24, 7);
-  CU_OK(cuMemsetD8Async(f.dp, 0xFF, sizeof(float) * f.cap, g_stream));
-  DSV4_OK_(dsv4_gate_decode_check("test", g_ctx, NULL, 0, (const void *)(uintptr_t)f.dw, f.e, f.h, NULL));
-  DSV4_OK_(dsv4_gate_decode_enqueue(g_ctx, g_stream, NULL, 0, (const void *)(uintptr_t)f.dw, f.e, f.h, NULL));
-  CU_OK(cuStreamSynchronize(g_stream));
-  CU_OK(cuMemcpyDtoH(f.out, f.dp, sizeof(float) * f.cap));
+  GPU_CHECK(cuMemsetD8Async(f.dp, 0xFF, sizeof(float) * f.cap, g_stream));
+  DSV4_CHECK_OK(dsv4_gate_decode_check("test", g_ctx, NULL, 0, (const void *)(uintptr_t)f.dw, f.e, f.h, NULL));
+  DSV4_CHECK_OK(dsv4_gate_decode_enqueue(g_ctx, g_stream, NULL, 0, (const void *)(uintptr_t)f.dw, f.e, f.h, NULL));
+  GPU_CHECK(cuStreamSynchronize(g_stream));
+  GPU_CHECK(cuMemcpyDtoH(f.out, f.dp, sizeof(float) * f.cap));
   for (size_t i = 0; i < f.cap; ++i) assert_int_equal(bits(f.out[i]), POISON);
   fixture_free(&f);
 }

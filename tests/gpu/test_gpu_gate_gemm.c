@@ -17,27 +17,13 @@
 #include <cmocka.h>
 
 #include "oracle.h"
-#include "test_util.h"
+#include "gpu_util.h"
 #include "ops/ops.h"
 
 static dsv4_context *g_ctx;
 static const dsv4_driver *g_drv;
 static CUstream g_stream;
 
-#define CU_OK(call)                                                                                  \
-  do {                                                                                               \
-    CUresult r_ = (g_drv->call);                                                                     \
-    if (r_ != CUDA_SUCCESS) {                                                                        \
-      const char *n_ = NULL;                                                                         \
-      g_drv->cuGetErrorName(r_, &n_);                                                                \
-      fail_msg("%s:%d: %s failed: %s", __FILE__, __LINE__, #call, n_ ? n_ : "?");                    \
-    }                                                                                                \
-  } while (0)
-#define DSV4_OK_(call)                                                                               \
-  do {                                                                                               \
-    dsv4_status s_ = (call);                                                                         \
-    if (s_ != DSV4_OK) fail_msg("%s:%d: %s: %s (%s)", __FILE__, __LINE__, #call, dsv4_status_string(s_), dsv4_last_error()); \
-  } while (0)
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd32(void) {
@@ -62,13 +48,13 @@ static const uint32_t k_poison = 0xFFFFFFFFu; /* a NaN */
 
 static CUdeviceptr dev_alloc(size_t bytes) {
   CUdeviceptr p = 0;
-  CU_OK(cuMemAlloc(&p, bytes));
+  GPU_CHECK(cuMemAlloc(&p, bytes));
   return p;
 }
 
 static void poison(CUdeviceptr p, size_t floats) {
-  CU_OK(cuMemsetD32Async(p, k_poison, floats, g_stream));
-  CU_OK(cuStreamSynchronize(g_stream));
+  GPU_CHECK(cuMemsetD32Async(p, k_poison, floats, g_stream));
+  GPU_CHECK(cuStreamSynchronize(g_stream));
 }
 
 /* Downloads logits [n,E], requires every element written (finite), and compares `rows` against the oracle. */
@@ -78,7 +64,7 @@ static void verify(CUdeviceptr d_logits, const uint16_t *x, const uint16_t *w, i
   double *ref = malloc((size_t)e * sizeof(double));
   assert_non_null(out);
   assert_non_null(ref);
-  CU_OK(cuMemcpyDtoH(out, d_logits, (size_t)n * e * sizeof(float)));
+  GPU_CHECK(cuMemcpyDtoH(out, d_logits, (size_t)n * e * sizeof(float)));
   for (int64_t i = 0; i < n * e; ++i)
     if (!isfinite(out[i]))
       fail_msg("%s: logits[%lld][%lld] = %g was not written (E=%d H=%d N=%lld)", what, (long long)(i / e),
@@ -137,14 +123,14 @@ static void problem_init(problem *p, int32_t e, int32_t h, int64_t nmax) {
   p->dx = dev_alloc((size_t)nmax * h * 2);
   p->dw = dev_alloc((size_t)e * h * 2);
   p->dlogits = dev_alloc((size_t)nmax * e * 4);
-  CU_OK(cuMemcpyHtoD(p->dx, p->x, (size_t)nmax * h * 2));
-  CU_OK(cuMemcpyHtoD(p->dw, p->w, (size_t)e * h * 2));
+  GPU_CHECK(cuMemcpyHtoD(p->dx, p->x, (size_t)nmax * h * 2));
+  GPU_CHECK(cuMemcpyHtoD(p->dw, p->w, (size_t)e * h * 2));
 }
 
 static void problem_free(problem *p) {
-  CU_OK(cuMemFree(p->dx));
-  CU_OK(cuMemFree(p->dw));
-  CU_OK(cuMemFree(p->dlogits));
+  GPU_CHECK(cuMemFree(p->dx));
+  GPU_CHECK(cuMemFree(p->dw));
+  GPU_CHECK(cuMemFree(p->dlogits));
   free(p->x);
   free(p->w);
 }
@@ -156,7 +142,7 @@ static void sweep(int32_t e, int32_t h) {
   problem p;
   problem_init(&p, e, h, 8193);
   dsv4_gate_gemm_plan *plan = NULL;
-  DSV4_OK_(dsv4_gate_gemm_plan_create(g_ctx, e, h, chunk, &plan));
+  DSV4_CHECK_OK(dsv4_gate_gemm_plan_create(g_ctx, e, h, chunk, &plan));
   assert_non_null(plan);
   assert_int_equal(dsv4_gate_gemm_chunk_rows(plan), chunk);
   assert_true(dsv4_gate_gemm_workspace_bytes(plan) <= ((size_t)32 << 20));
@@ -165,9 +151,9 @@ static void sweep(int32_t e, int32_t h) {
   for (size_t i = 0; i < sizeof ns / sizeof ns[0]; ++i) {
     int64_t n = ns[i];
     poison(p.dlogits, (size_t)p.nmax * e);
-    DSV4_OK_(dsv4_gate_gemm_enqueue_all(plan, g_stream, (const void *)p.dw, (const void *)p.dx, n,
+    DSV4_CHECK_OK(dsv4_gate_gemm_enqueue_all(plan, g_stream, (const void *)p.dw, (const void *)p.dx, n,
                                         (float *)p.dlogits));
-    CU_OK(cuStreamSynchronize(g_stream));
+    GPU_CHECK(cuStreamSynchronize(g_stream));
     int64_t rows[64];
     int k = pick_rows(n, chunk, rows, 40);
     verify(p.dlogits, p.x, p.w, n, e, h, rows, k, "enqueue_all chunk 4096");
@@ -175,7 +161,7 @@ static void sweep(int32_t e, int32_t h) {
     if (n < p.nmax) {
       uint32_t after[64];
       size_t cnt = (size_t)(p.nmax - n) * e < 64 ? (size_t)(p.nmax - n) * e : 64;
-      CU_OK(cuMemcpyDtoH(after, p.dlogits + (size_t)n * e * 4, cnt * 4));
+      GPU_CHECK(cuMemcpyDtoH(after, p.dlogits + (size_t)n * e * 4, cnt * 4));
       for (size_t j = 0; j < cnt; ++j) assert_int_equal(after[j], k_poison);
     }
   }
@@ -211,16 +197,16 @@ static void test_per_chunk_scratch(void **state) {
     problem_init(&p, e, h, n);
     CUdeviceptr scratch = dev_alloc((size_t)chunk * e * 4);
     dsv4_gate_gemm_plan *plan = NULL;
-    DSV4_OK_(dsv4_gate_gemm_plan_create(g_ctx, e, h, chunk, &plan));
+    DSV4_CHECK_OK(dsv4_gate_gemm_plan_create(g_ctx, e, h, chunk, &plan));
     poison(p.dlogits, (size_t)n * e);
     for (int64_t r0 = 0; r0 < n; r0 += chunk) {
       int64_t rows = n - r0 < chunk ? n - r0 : chunk;
       poison(scratch, (size_t)chunk * e);
-      DSV4_OK_(dsv4_gate_gemm_enqueue(plan, g_stream, (const void *)p.dw, (const void *)(p.dx + (size_t)r0 * h * 2),
+      DSV4_CHECK_OK(dsv4_gate_gemm_enqueue(plan, g_stream, (const void *)p.dw, (const void *)(p.dx + (size_t)r0 * h * 2),
                                       rows, (float *)scratch));
-      CU_OK(cuMemcpyDtoDAsync(p.dlogits + (size_t)r0 * e * 4, scratch, (size_t)rows * e * 4, g_stream));
+      GPU_CHECK(cuMemcpyDtoDAsync(p.dlogits + (size_t)r0 * e * 4, scratch, (size_t)rows * e * 4, g_stream));
     }
-    CU_OK(cuStreamSynchronize(g_stream));
+    GPU_CHECK(cuStreamSynchronize(g_stream));
     /* Small problems: every row against the oracle; large ones: sampled rows. */
     int64_t *rows = malloc((size_t)(n > 64 ? n : 64) * sizeof *rows);
     assert_non_null(rows);
@@ -232,12 +218,12 @@ static void test_per_chunk_scratch(void **state) {
     verify(p.dlogits, p.x, p.w, n, e, h, rows, k, "per-chunk into scratch");
     /* The whole-N call on the same plan, checked the same way. */
     poison(p.dlogits, (size_t)n * e);
-    DSV4_OK_(dsv4_gate_gemm_enqueue_all(plan, g_stream, (const void *)p.dw, (const void *)p.dx, n, (float *)p.dlogits));
-    CU_OK(cuStreamSynchronize(g_stream));
+    DSV4_CHECK_OK(dsv4_gate_gemm_enqueue_all(plan, g_stream, (const void *)p.dw, (const void *)p.dx, n, (float *)p.dlogits));
+    GPU_CHECK(cuStreamSynchronize(g_stream));
     verify(p.dlogits, p.x, p.w, n, e, h, rows, k, "enqueue_all, small chunk");
     free(rows);
     dsv4_gate_gemm_plan_destroy(plan);
-    CU_OK(cuMemFree(scratch));
+    GPU_CHECK(cuMemFree(scratch));
     problem_free(&p);
   }
 }
@@ -251,8 +237,8 @@ static void test_graph_capture(void **state) {
   problem p;
   problem_init(&p, e, h, n);
   dsv4_gate_gemm_plan *plan = NULL;
-  DSV4_OK_(dsv4_gate_gemm_plan_create(g_ctx, e, h, chunk, &plan));
-  CU_OK(cuStreamBeginCapture(g_stream, CU_STREAM_CAPTURE_MODE_GLOBAL));
+  DSV4_CHECK_OK(dsv4_gate_gemm_plan_create(g_ctx, e, h, chunk, &plan));
+  GPU_CHECK(cuStreamBeginCapture(g_stream, CU_STREAM_CAPTURE_MODE_GLOBAL));
   dsv4_status s = dsv4_gate_gemm_enqueue_all(plan, g_stream, (const void *)p.dw, (const void *)p.dx, n,
                                              (float *)p.dlogits);
   CUgraph graph = NULL;
@@ -260,17 +246,17 @@ static void test_graph_capture(void **state) {
   if (s != DSV4_OK) fail_msg("enqueue during capture: %s (%s)", dsv4_status_string(s), dsv4_last_error());
   assert_int_equal(end, CUDA_SUCCESS);
   CUgraphExec exec = NULL;
-  CU_OK(cuGraphInstantiate(&exec, graph, 0));
+  GPU_CHECK(cuGraphInstantiate(&exec, graph, 0));
   int64_t rows[64];
   int k = pick_rows(n, chunk, rows, 24);
   for (int rep = 0; rep < 2; ++rep) {
     poison(p.dlogits, (size_t)n * e);
-    CU_OK(cuGraphLaunch(exec, g_stream));
-    CU_OK(cuStreamSynchronize(g_stream));
+    GPU_CHECK(cuGraphLaunch(exec, g_stream));
+    GPU_CHECK(cuStreamSynchronize(g_stream));
     verify(p.dlogits, p.x, p.w, n, e, h, rows, k, rep ? "graph replay 2" : "graph replay 1");
   }
-  CU_OK(cuGraphExecDestroy(exec));
-  CU_OK(cuGraphDestroy(graph));
+  GPU_CHECK(cuGraphExecDestroy(exec));
+  GPU_CHECK(cuGraphDestroy(graph));
   dsv4_gate_gemm_plan_destroy(plan);
   problem_free(&p);
 }
@@ -283,7 +269,7 @@ static void test_bad_args_change_nothing(void **state) {
   problem p;
   problem_init(&p, e, h, n);
   dsv4_gate_gemm_plan *plan = NULL;
-  DSV4_OK_(dsv4_gate_gemm_plan_create(g_ctx, e, h, 8, &plan));
+  DSV4_CHECK_OK(dsv4_gate_gemm_plan_create(g_ctx, e, h, 8, &plan));
   poison(p.dlogits, (size_t)n * e);
   const void *w = (const void *)p.dw, *x = (const void *)p.dx;
   float *out = (float *)p.dlogits;
@@ -310,12 +296,12 @@ static void test_bad_args_change_nothing(void **state) {
   assert_int_equal(dsv4_gate_gemm_enqueue(plan, g_stream, w, x, 9, out), DSV4_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(dsv4_last_error(), "'rows'"));
   /* rows == 0 and num_rows == 0 are no-ops, even with NULL pointers. */
-  DSV4_OK_(dsv4_gate_gemm_enqueue(plan, g_stream, NULL, NULL, 0, NULL));
-  DSV4_OK_(dsv4_gate_gemm_enqueue_all(plan, g_stream, NULL, NULL, 0, NULL));
-  CU_OK(cuStreamSynchronize(g_stream));
+  DSV4_CHECK_OK(dsv4_gate_gemm_enqueue(plan, g_stream, NULL, NULL, 0, NULL));
+  DSV4_CHECK_OK(dsv4_gate_gemm_enqueue_all(plan, g_stream, NULL, NULL, 0, NULL));
+  GPU_CHECK(cuStreamSynchronize(g_stream));
   uint32_t *host = malloc((size_t)n * e * 4);
   assert_non_null(host);
-  CU_OK(cuMemcpyDtoH(host, p.dlogits, (size_t)n * e * 4));
+  GPU_CHECK(cuMemcpyDtoH(host, p.dlogits, (size_t)n * e * 4));
   for (int64_t i = 0; i < n * e; ++i)
     if (host[i] != k_poison) fail_msg("logits[%lld] changed by a rejected call", (long long)i);
   free(host);
