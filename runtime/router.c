@@ -165,6 +165,10 @@ dsv4_status dsv4_router_prepare(dsv4_router *r, int64_t max_tokens) {
   int64_t chunk = max_tokens < DSV4_PREFILL_CHUNK ? max_tokens : DSV4_PREFILL_CHUNK;
   int64_t rows = decode_rows > chunk ? decode_rows : chunk;
   CUresult e = r->ctx->drv->cuMemAlloc(&r->logits, (size_t)rows * c->num_experts * sizeof(float));
+  /* The logits workspace is zeroed once, here: forward always writes what it reads, but compute-sanitizer
+   * initcheck does not see every store of cuBLASLt's GEMM kernels and would report the routing kernel's reads of
+   * the prefill logits otherwise. */
+  if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->logits, 0, (size_t)rows * c->num_experts);
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemAlloc(&r->err_count, sizeof(int32_t));
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->err_count, 0, 1);
   if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "dsv4_router_prepare: workspace");

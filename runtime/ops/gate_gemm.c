@@ -195,6 +195,9 @@ static dsv4_status plan_init(dsv4_gate_gemm_plan *g) {
     size_t bytes = (ws_max + 255) & ~(size_t)255;
     DSV4_CU(ctx->drv, cuMemAlloc(&g->ws, bytes), "allocating the gate GEMM workspace");
     g->ws_bytes = bytes;
+    /* Zeroed once: no read of it ever sees memory nothing wrote (compute-sanitizer initcheck does not see every
+     * store cuBLASLt's kernels make, and reports their split-K reduction reading this workspace otherwise). */
+    DSV4_CU(ctx->drv, cuMemsetD8(g->ws, 0, bytes), "zeroing the gate GEMM workspace");
   }
   dsv4_log(DSV4_LOG_DEBUG, "gate GEMM plan E=%d H=%d chunk=%lld: %d row buckets, workspace %zu bytes",
            (int)g->num_experts, (int)g->hidden_size, (long long)g->chunk_rows, g->num_buckets, g->ws_bytes);

@@ -15,6 +15,11 @@
 #                          tests are slow under memcheck and racecheck
 #   DSV4_SANITIZE_TOOLS    tools to run (default "memcheck racecheck initcheck synccheck")
 #   DSV4_SANITIZE_TIMEOUT  seconds per tool per test (default 300); a run past it counts as a failure
+#   DSV4_SANITIZE_JOBS     (test, tool) runs at once (default 1); the tools are mostly CPU-bound, so on a
+#                          16-core GPU machine 8 or more in parallel finish the suite many times sooner
+#   DSV4_SANITIZE_FILTERS  ';'-separated TOOL:TEST=PATTERN entries (TOOL may be '*'): that run sets
+#                          DSV4_TEST_FILTER=PATTERN, so it runs only the cmocka tests whose names match, e.g.
+#                          'racecheck:test_gpu_topk_long=test_strided' (racecheck is slow on big inputs)
 #   DSV4_SANITIZE_KERNELS  racecheck, initcheck and synccheck check only kernels whose mangled name holds this
 #                          substring (default "dsv4": this library's kernels, not cuBLASLt's); "all" for every
 #                          kernel. memcheck always checks every kernel (a bad pointer handed to cuBLASLt shows
@@ -44,6 +49,7 @@ tools=${DSV4_SANITIZE_TOOLS:-memcheck racecheck initcheck synccheck}
 select=${DSV4_SANITIZE_TESTS:-^test_gpu_}
 limit=${DSV4_SANITIZE_TIMEOUT:-300}
 kernels=${DSV4_SANITIZE_KERNELS:-dsv4}
+jobs=${DSV4_SANITIZE_JOBS:-1}
 api_errors=${DSV4_SANITIZE_API_ERRORS:-no}
 logdir=${OUT:-/tmp/dsv4-sanitize}
 [ -n "${OUT:-}" ] && logdir=$OUT/sanitize
@@ -90,69 +96,95 @@ if [ -z "$list" ]; then
   exit 2
 fi
 
-declare -i ran=0 skipped=0 bad=0
-summary=()
+# One (test, tool) run: writes its verdict line to $logdir/<test>.<tool>.verdict, prints the logs' heads when it
+# is not clean.
+run_one() {
+  local name=$1 wd=$2 envs=$3 tool=$4
+  shift 4
+  local cmd=("$@") envlist entries opts log out t0 rc dt sums reported verdict
+  IFS=$'\x1e' read -r -a envlist <<<"$envs"
+  # DSV4_SANITIZE_FILTERS: the cmocka tests this (tool, test) runs, as DSV4_TEST_FILTER.
+  local entry pat=
+  IFS=';' read -r -a entries <<<"${DSV4_SANITIZE_FILTERS:-}"
+  for entry in "${entries[@]}"; do
+    case $entry in "$tool:$name="*|"*:$name="*) pat=${entry#*=} ;; esac
+  done
+  [ -n "$pat" ] && envlist+=("DSV4_TEST_FILTER=$pat")
+  opts=(--tool "$tool" --error-exitcode 86 --print-limit 200)
+  has_opt check-exit-code && opts+=(--check-exit-code no)
+  has_opt require-cuda-init && opts+=(--require-cuda-init no)
+  has_opt target-processes && opts+=(--target-processes all)
+  if [ "$tool" = memcheck ]; then
+    opts+=(--leak-check full)
+    has_opt report-api-errors && opts+=(--report-api-errors "$api_errors")
+  elif [ "$kernels" != all ]; then
+    opts+=(--kernel-name "kns=$kernels")
+  fi
+  # shellcheck disable=SC2206
+  [ -n "${DSV4_SANITIZE_EXTRA:-}" ] && opts+=(${DSV4_SANITIZE_EXTRA})
+  log=$logdir/$name.$tool.log out=$logdir/$name.$tool.out
+  rm -f "$log" "$out"
+  t0=$(date +%s.%N)
+  (
+    if [ -n "$wd" ]; then cd "$wd" || exit 2; fi
+    exec env "${envlist[@]}" timeout --kill-after=30 "$limit" "$cs" "${opts[@]}" --log-file "$log" "${cmd[@]}"
+  ) >"$out" 2>&1
+  rc=$?
+  dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  # Every "SUMMARY:" line of the tool (ERROR SUMMARY, RACECHECK SUMMARY, LEAK SUMMARY, ...) and its count.
+  sums=$(grep -h "SUMMARY:" "$log" 2>/dev/null | sed 's/^=* *//' | paste -sd ';' -)
+  reported=$(grep -h "SUMMARY:" "$log" 2>/dev/null | sed -n 's/.*SUMMARY: *\([0-9][0-9]*\).*/\1/p' |
+             awk '{ s += $1 } END { print s + 0 }')
+  if grep -qi "device not supported" "$log" "$out" 2>/dev/null; then
+    verdict="TOOL CANNOT RUN: compute-sanitizer says 'Device not supported' (a gVisor machine? use an H100 one)"
+  elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    verdict="TIMEOUT after ${limit} s (DSV4_SANITIZE_TIMEOUT / DSV4_SANITIZE_TESTS)"
+  elif [ $rc -eq 86 ] || [ "$reported" -gt 0 ]; then
+    verdict="REPORTED: ${sums:-exit status 86}"
+  elif [ $rc -eq 77 ]; then
+    verdict="skipped (exit 77: no GPU)"
+  elif [ $rc -ne 0 ]; then
+    verdict="TEST FAILED (exit $rc; ${sums:-no tool summary})"
+  else
+    verdict="clean (${sums:-no tool summary})"
+  fi
+  printf '%-10s %-28s %7ss  %s\n' "$tool" "$name" "$dt" "$verdict" >"$logdir/$name.$tool.verdict"
+  case $verdict in
+    clean*|skipped*) cat "$logdir/$name.$tool.verdict" ;;
+    *) { cat "$logdir/$name.$tool.verdict"
+         echo "----- $log (first 60 lines) -----"; head -n 60 "$log" 2>/dev/null
+         echo "----- $out (last 20 lines) -----"; tail -n 20 "$out" 2>/dev/null; echo "-----"; } ;;
+  esac
+}
+
+# Up to $jobs runs at once (the tools are mostly CPU-bound; the GPU is shared): `wait -n` frees a slot.
+declare -a order=()
+running=0
 while IFS= read -r rec; do
   IFS=$'\x1f' read -r -a f <<<"$rec"
-  name=${f[0]} wd=${f[1]} envs=${f[2]}
-  cmd=("${f[@]:3}")
+  name=${f[0]}
   [[ $name =~ $select ]] || continue
-  IFS=$'\x1e' read -r -a envlist <<<"$envs"
   for tool in $tools; do
-    opts=(--tool "$tool" --error-exitcode 86 --print-limit 200)
-    has_opt check-exit-code && opts+=(--check-exit-code no)
-    has_opt require-cuda-init && opts+=(--require-cuda-init no)
-    has_opt target-processes && opts+=(--target-processes all)
-    if [ "$tool" = memcheck ]; then
-      opts+=(--leak-check full)
-      has_opt report-api-errors && opts+=(--report-api-errors "$api_errors")
-    elif [ "$kernels" != all ]; then
-      opts+=(--kernel-name "kns=$kernels")
-    fi
-    # shellcheck disable=SC2206
-    [ -n "${DSV4_SANITIZE_EXTRA:-}" ] && opts+=(${DSV4_SANITIZE_EXTRA})
-    log=$logdir/$name.$tool.log out=$logdir/$name.$tool.out
-    rm -f "$log" "$out"
-    t0=$(date +%s.%N)
-    (
-      if [ -n "$wd" ]; then cd "$wd" || exit 2; fi
-      exec env "${envlist[@]}" timeout --kill-after=30 "$limit" "$cs" "${opts[@]}" --log-file "$log" "${cmd[@]}"
-    ) >"$out" 2>&1
-    rc=$?
-    dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
-    # Every "SUMMARY:" line of the tool (ERROR SUMMARY, RACECHECK SUMMARY, LEAK SUMMARY, ...) and its count.
-    sums=$(grep -h "SUMMARY:" "$log" 2>/dev/null | sed 's/^=* *//' | paste -sd ';' -)
-    reported=$(grep -h "SUMMARY:" "$log" 2>/dev/null | sed -n 's/.*SUMMARY: *\([0-9][0-9]*\).*/\1/p' |
-               awk '{ s += $1 } END { print s + 0 }')
-    if grep -qi "device not supported" "$log" "$out" 2>/dev/null; then
-      verdict="TOOL CANNOT RUN: compute-sanitizer says 'Device not supported' (a gVisor machine? use an H100 one)"
-      bad+=1
-    elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-      verdict="TIMEOUT after ${limit} s (DSV4_SANITIZE_TIMEOUT / DSV4_SANITIZE_TESTS)"
-      bad+=1
-    elif [ $rc -eq 86 ] || [ "$reported" -gt 0 ]; then
-      verdict="REPORTED: ${sums:-exit status 86}"
-      bad+=1
-    elif [ $rc -eq 77 ]; then
-      verdict="skipped (exit 77: no GPU)"
-      skipped+=1
-    elif [ $rc -ne 0 ]; then
-      verdict="TEST FAILED (exit $rc; ${sums:-no tool summary})"
-      bad+=1
-    else
-      verdict="clean (${sums:-no tool summary})"
-      ran+=1
-    fi
-    line=$(printf '%-10s %-28s %7ss  %s' "$tool" "$name" "$dt" "$verdict")
-    echo "$line"
-    summary+=("$line")
-    case $verdict in
-      clean*|skipped*) ;;
-      *) echo "----- $log (first 60 lines) -----"; head -n 60 "$log" 2>/dev/null
-         echo "----- $out (last 20 lines) -----"; tail -n 20 "$out" 2>/dev/null; echo "-----";;
-    esac
+    order+=("$name.$tool")
+    rm -f "$logdir/$name.$tool.verdict"
+    if [ "$running" -ge "$jobs" ]; then wait -n; running=$((running - 1)); fi
+    run_one "${f[0]}" "${f[1]}" "${f[2]}" "$tool" "${f[@]:3}" &
+    running=$((running + 1))
   done
 done <<<"$list"
+wait
+
+declare -i ran=0 skipped=0 bad=0
+summary=()
+for o in "${order[@]}"; do
+  line=$(cat "$logdir/$o.verdict" 2>/dev/null || echo "$o: no verdict (the run was lost)")
+  summary+=("$line")
+  case $line in
+    *"  clean ("*) ran+=1 ;;
+    *"  skipped ("*) skipped+=1 ;;
+    *) bad+=1 ;;
+  esac
+done
 
 echo "===== compute-sanitizer summary ($tools) ====="
 printf '%s\n' "${summary[@]}"
