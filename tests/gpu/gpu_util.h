@@ -39,8 +39,12 @@ static CUdeviceptr gpu_alloc(size_t bytes) {
   return p;
 }
 static void gpu_free(CUdeviceptr p) { GPU_CHECK(cuMemFree(p)); }
+/* gpu_upload and gpu_poison wait for the device: a cuMemcpyHtoD from pageable memory may return before its DMA
+ * lands, and cuMemsetD8 is asynchronous, both on the legacy stream, which the tests' non-blocking streams do not
+ * wait for (compute-sanitizer's initcheck once showed a poison fill landing after a graph's kernel). */
 static void gpu_upload(CUdeviceptr dst, const void *src, size_t bytes) {
   if (bytes) GPU_CHECK(cuMemcpyHtoD(dst, src, bytes));
+  GPU_CHECK(cuCtxSynchronize());
 }
 static void gpu_download(void *dst, CUdeviceptr src, size_t bytes) {
   if (bytes) GPU_CHECK(cuMemcpyDtoH(dst, src, bytes));
@@ -48,7 +52,27 @@ static void gpu_download(void *dst, CUdeviceptr src, size_t bytes) {
 /* Fills with a byte pattern that is neither a valid weight nor a valid id (0xFF..: NaN / -1). */
 static void gpu_poison(CUdeviceptr p, size_t bytes) {
   if (bytes) GPU_CHECK(cuMemsetD8(p, 0xFF, bytes));
+  GPU_CHECK(cuCtxSynchronize());
 }
 static void gpu_sync(void) { GPU_CHECK(cuCtxSynchronize()); }
+
+/* DSV4_TEST_PART=i/n: a test's cases (the calls of its run_case) are dealt round-robin into n parts and only
+ * part i runs; unset, every case runs. For sanitizer runs, which split a slow test over parallel processes
+ * (tests/gpu/sanitize.sh, DSV4_SANITIZE_FILTERS). Each case takes its seed from the caller, so a part runs
+ * exactly the cases (and inputs) the whole test would. */
+static inline bool gpu_test_part_mine(void) {
+  static long next = 0, part = -1, parts = 0;
+  if (parts == 0) {
+    const char *e = getenv("DSV4_TEST_PART");
+    parts = 1, part = 0;
+    if (e && sscanf(e, "%ld/%ld", &part, &parts) == 2 && parts >= 1 && part >= 0 && part < parts) {
+      printf("DSV4_TEST_PART: running part %ld of 0..%ld of the cases\n", part, parts - 1);
+    } else {
+      if (e) printf("DSV4_TEST_PART='%s' is not i/n with 0 <= i < n: running every case\n", e);
+      parts = 1, part = 0;
+    }
+  }
+  return next++ % parts == part;
+}
 
 #endif

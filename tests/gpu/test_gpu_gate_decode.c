@@ -89,6 +89,7 @@ static void fixture_init(fixture *f, int32_t e, int32_t h, uint64_t seed) {
   GPU_CHECK(cuMemAlloc(&f->dp, sizeof(float) * f->cap));
   GPU_CHECK(cuMemcpyHtoD(f->dx, f->x, sizeof(uint16_t) * MAX_N * (size_t)h));
   GPU_CHECK(cuMemcpyHtoD(f->dw, f->w, sizeof(uint16_t) * (size_t)e * h));
+  GPU_CHECK(cuCtxSynchronize());   /* the copies are done before g_stream (non-blocking) reads them */
 }
 
 static void fixture_free(fixture *f) {

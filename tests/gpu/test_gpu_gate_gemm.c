@@ -125,6 +125,7 @@ static void problem_init(problem *p, int32_t e, int32_t h, int64_t nmax) {
   p->dlogits = dev_alloc((size_t)nmax * e * 4);
   GPU_CHECK(cuMemcpyHtoD(p->dx, p->x, (size_t)nmax * h * 2));
   GPU_CHECK(cuMemcpyHtoD(p->dw, p->w, (size_t)e * h * 2));
+  GPU_CHECK(cuCtxSynchronize());   /* the copies are done before g_stream (non-blocking) reads them */
 }
 
 static void problem_free(problem *p) {

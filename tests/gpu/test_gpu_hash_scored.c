@@ -107,6 +107,7 @@ static void run_case(hash_case c) {
   gpu_poison(d_w, 4 * (out + pad));
   gpu_poison(d_ids, 4 * (out + pad));
   GPU_CHECK(cuMemsetD32(d_err, 0, 1));
+  gpu_sync();   /* the memset is done before the kernel on the non-blocking stream counts into it */
   dsv4_status st = dsv4_hash_scored_check("test", g_ctx, (const float *)d_lg, S, ss, (const int32_t *)d_tok, n, E,
                                           (const int32_t *)d_lut, vocab, k, scale, (float *)d_w, (int32_t *)d_ids);
   if (st == DSV4_OK)
