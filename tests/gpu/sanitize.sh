@@ -19,7 +19,9 @@
 #                          16-core GPU machine 8 or more in parallel finish the suite many times sooner
 #   DSV4_SANITIZE_FILTERS  ';'-separated TOOL:TEST=PATTERN entries (TOOL may be '*'): that run sets
 #                          DSV4_TEST_FILTER=PATTERN, so it runs only the cmocka tests whose names match, e.g.
-#                          'racecheck:test_gpu_topk_long=test_strided' (racecheck is slow on big inputs)
+#                          'racecheck:test_gpu_topk_long=test_strided' (racecheck is slow on big inputs);
+#                          PATTERN@N splits that run into N parallel runs, run i with DSV4_TEST_PART=i/N (the
+#                          topk tests deal their cases round-robin into the parts), e.g. '*:test_gpu_topk_long=*@8'
 #   DSV4_SANITIZE_KERNELS  racecheck, initcheck and synccheck check only kernels whose mangled name holds this
 #                          substring (default "dsv4": this library's kernels, not cuBLASLt's); "all" for every
 #                          kernel. memcheck always checks every kernel (a bad pointer handed to cuBLASLt shows
@@ -98,18 +100,27 @@ fi
 
 # One (test, tool) run: writes its verdict line to $logdir/<test>.<tool>.verdict, prints the logs' heads when it
 # is not clean.
-run_one() {
-  local name=$1 wd=$2 envs=$3 tool=$4
-  shift 4
-  local cmd=("$@") envlist entries opts log out t0 rc dt sums reported verdict
-  IFS=$'\x1e' read -r -a envlist <<<"$envs"
-  # DSV4_SANITIZE_FILTERS: the cmocka tests this (tool, test) runs, as DSV4_TEST_FILTER.
-  local entry pat=
+# The DSV4_SANITIZE_FILTERS entry for (tool, test): "PATTERN" or "PATTERN@PARTS", or nothing.
+filter_of() {
+  local tool=$1 name=$2 entry entries pat=
   IFS=';' read -r -a entries <<<"${DSV4_SANITIZE_FILTERS:-}"
   for entry in "${entries[@]}"; do
     case $entry in "$tool:$name="*|"*:$name="*) pat=${entry#*=} ;; esac
   done
+  printf '%s' "$pat"
+}
+
+# run_one TEST WORKDIR ENV TOOL PART COMMAND...: PART is "" or i/n (DSV4_TEST_PART).
+run_one() {
+  local name=$1 wd=$2 envs=$3 tool=$4 part=$5
+  shift 5
+  local cmd=("$@") envlist opts log out t0 rc dt sums reported verdict tag pat
+  IFS=$'\x1e' read -r -a envlist <<<"$envs"
+  pat=$(filter_of "$tool" "$name")
+  pat=${pat%@*}
   [ -n "$pat" ] && envlist+=("DSV4_TEST_FILTER=$pat")
+  tag=$tool
+  if [ -n "$part" ]; then envlist+=("DSV4_TEST_PART=$part"); tag=$tool.part${part%/*}; fi
   opts=(--tool "$tool" --error-exitcode 86 --print-limit 200)
   has_opt check-exit-code && opts+=(--check-exit-code no)
   has_opt require-cuda-init && opts+=(--require-cuda-init no)
@@ -122,7 +133,7 @@ run_one() {
   fi
   # shellcheck disable=SC2206
   [ -n "${DSV4_SANITIZE_EXTRA:-}" ] && opts+=(${DSV4_SANITIZE_EXTRA})
-  log=$logdir/$name.$tool.log out=$logdir/$name.$tool.out
+  log=$logdir/$name.$tag.log out=$logdir/$name.$tag.out
   rm -f "$log" "$out"
   t0=$(date +%s.%N)
   (
@@ -148,10 +159,10 @@ run_one() {
   else
     verdict="clean (${sums:-no tool summary})"
   fi
-  printf '%-10s %-28s %7ss  %s\n' "$tool" "$name" "$dt" "$verdict" >"$logdir/$name.$tool.verdict"
+  printf '%-16s %-28s %7ss  %s\n' "$tag" "$name" "$dt" "$verdict" >"$logdir/$name.$tag.verdict"
   case $verdict in
-    clean*|skipped*) cat "$logdir/$name.$tool.verdict" ;;
-    *) { cat "$logdir/$name.$tool.verdict"
+    clean*|skipped*) cat "$logdir/$name.$tag.verdict" ;;
+    *) { cat "$logdir/$name.$tag.verdict"
          echo "----- $log (first 60 lines) -----"; head -n 60 "$log" 2>/dev/null
          echo "----- $out (last 20 lines) -----"; tail -n 20 "$out" 2>/dev/null; echo "-----"; } ;;
   esac
@@ -165,11 +176,19 @@ while IFS= read -r rec; do
   name=${f[0]}
   [[ $name =~ $select ]] || continue
   for tool in $tools; do
-    order+=("$name.$tool")
-    rm -f "$logdir/$name.$tool.verdict"
-    if [ "$running" -ge "$jobs" ]; then wait -n; running=$((running - 1)); fi
-    run_one "${f[0]}" "${f[1]}" "${f[2]}" "$tool" "${f[@]:3}" &
-    running=$((running + 1))
+    pat=$(filter_of "$tool" "$name")
+    parts=1
+    [[ $pat == *@* ]] && parts=${pat##*@}
+    [[ $parts =~ ^[1-9][0-9]*$ ]] || { echo "sanitize.sh: bad part count in '$pat'" >&2; exit 2; }
+    for ((i = 0; i < parts; ++i)); do
+      part= tag=$tool
+      [ "$parts" -gt 1 ] && part=$i/$parts tag=$tool.part$i
+      order+=("$name.$tag")
+      rm -f "$logdir/$name.$tag.verdict"
+      if [ "$running" -ge "$jobs" ]; then wait -n; running=$((running - 1)); fi
+      run_one "${f[0]}" "${f[1]}" "${f[2]}" "$tool" "$part" "${f[@]:3}" &
+      running=$((running + 1))
+    done
   done
 done <<<"$list"
 wait
