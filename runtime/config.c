@@ -46,6 +46,7 @@ int dsv4_router_kernel_specs(const dsv4_router_config *cfg, dsv4_kernel_spec *sp
   dsv4_hash_router_spec(cfg->top_k, &specs[n++]);
   /* Routing after the gate GEMM: dense layers (activation_topk) and scored hash layers (hash_scored). */
   dsv4_activation_topk_spec(cfg->num_experts, cfg->top_k, &specs[n++]);
+  dsv4_activation_topk_slabs_spec(cfg->num_experts, cfg->top_k, &specs[n++]);   /* dense decode */
   dsv4_hash_scored_spec(cfg->top_k, &specs[n++]);
   /* The decode gate GEMM (N <= 64) feeding both of them as split-K partials. */
   dsv4_gate_decode_spec(cfg->hidden_size, cfg->num_experts, &specs[n++]);

@@ -1,4 +1,5 @@
-/* Host launcher for kernel_src/activation_topk.cu (dsv4_activation_topk and its split-slab form). */
+/* Host launchers for kernel_src/activation_topk.cu (dsv4_activation_topk) and activation_topk_slabs.cu (the
+ * split-slab form). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #define MAX_EXPERTS 1024
 #define MAX_K 16
 #define MAX_SPLITS 64
+#define SLABS_MAX_THREADS 512 /* kSlabsMaxThreads in activation_topk_slabs.cu */
 #define TOKENS_PER_BLOCK 4   /* kActTokensPerBlock in the kernel: one warp per token at a time */
 
 /* act_min_blocks in the kernel: the blocks per SM its __launch_bounds__ guarantees. */
@@ -17,6 +19,12 @@ void dsv4_activation_topk_spec(int32_t num_experts, int32_t k, dsv4_kernel_spec 
   out->source = "activation_topk.cu";
   snprintf(out->name_expr, sizeof out->name_expr, "dsv4::activation_topk<%d, %d>", (int)k, (int)num_experts);
   snprintf(out->tag, sizeof out->tag, "activation_topk-k%d-e%d", (int)k, (int)num_experts);
+}
+
+void dsv4_activation_topk_slabs_spec(int32_t num_experts, int32_t k, dsv4_kernel_spec *out) {
+  out->source = "activation_topk_slabs.cu";
+  snprintf(out->name_expr, sizeof out->name_expr, "dsv4::activation_topk_slabs<%d, %d>", (int)k, (int)num_experts);
+  snprintf(out->tag, sizeof out->tag, "activation_topk_slabs-k%d-e%d", (int)k, (int)num_experts);
 }
 
 dsv4_status dsv4_routing_logits_check(const char *fn, const void *ctx, int32_t num_splits, int64_t split_stride,
@@ -57,27 +65,37 @@ dsv4_status dsv4_activation_topk_enqueue(dsv4_context *ctx, CUstream stream, con
                                          int32_t num_experts, const float *bias, int32_t k, float scale, float *w,
                                          int32_t *ids, bool pdl) {
   if (num_tokens == 0) return DSV4_OK;
+  const bool slabs = num_splits > 1;
   dsv4_kernel_spec spec;
-  dsv4_activation_topk_spec(num_experts, k, &spec);
+  if (slabs) dsv4_activation_topk_slabs_spec(num_experts, k, &spec);
+  else dsv4_activation_topk_spec(num_experts, k, &spec);
   CUfunction fn = NULL;
   DSV4_TRY(dsv4_ctx_function(ctx, &spec, &fn));
-  if (num_splits == 1) split_stride = 0;   /* unused; keeps the kernel's alignment test about the logits */
-  /* With several slabs (decode) one block per token. Otherwise a warp per token up to one wave of resident
-   * blocks; beyond it each warp loops over tokens, loading the next one's row while it routes this one. */
-  int64_t grid = num_tokens;
-  if (num_splits == 1) {
+  /* Several slabs (decode, activation_topk_slabs.cu): one block per token, one thread per expert. One slab
+   * (activation_topk.cu): a warp per token up to one wave of resident blocks; beyond it each warp loops over
+   * tokens, loading the next one's row while it routes this one. */
+  int64_t grid;
+  unsigned block;
+  if (slabs) {
+    grid = num_tokens;
+    block = (unsigned)((num_experts + 31) / 32 * 32);
+    if (block > SLABS_MAX_THREADS) block = SLABS_MAX_THREADS;
+  } else {
     grid = (num_tokens + TOKENS_PER_BLOCK - 1) / TOKENS_PER_BLOCK;
     const int64_t wave = (int64_t)(ctx->sm_count > 0 ? ctx->sm_count : 1) * act_blocks_per_sm(num_experts);
     if (grid > wave) grid = wave;
+    block = 32 * TOKENS_PER_BLOCK;
   }
-  if (grid > ((int64_t)1 << 30)) grid = (int64_t)1 << 30;   /* the kernel loops over tokens beyond the grid */
-  void *args[] = {&logits, &num_splits, &split_stride, &num_tokens, &bias, &scale, &w, &ids};
+  if (grid > ((int64_t)1 << 30)) grid = (int64_t)1 << 30;   /* the kernels loop over tokens beyond the grid */
+  void *args_slabs[] = {&logits, &num_splits, &split_stride, &num_tokens, &bias, &scale, &w, &ids};
+  void *args_one[] = {&logits, &num_tokens, &bias, &scale, &w, &ids};
+  void **args = slabs ? args_slabs : args_one;
   bool pushed = false;
   DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
-  dsv4_status s = pdl ? dsv4_launch_pdl(ctx, fn, (unsigned)grid, 32 * TOKENS_PER_BLOCK, 0, stream, args,
-                                        "launching activation_topk (PDL)")
-                      : dsv4_launch(ctx, fn, (unsigned)grid, 32 * TOKENS_PER_BLOCK, 0, stream, args,
-                                    "launching activation_topk");
+  const char *what = slabs ? (pdl ? "launching activation_topk_slabs (PDL)" : "launching activation_topk_slabs")
+                           : (pdl ? "launching activation_topk (PDL)" : "launching activation_topk");
+  dsv4_status s = pdl ? dsv4_launch_pdl(ctx, fn, (unsigned)grid, block, 0, stream, args, what)
+                      : dsv4_launch(ctx, fn, (unsigned)grid, block, 0, stream, args, what);
   dsv4_ctx_leave(ctx, pushed);
   return s;
 }

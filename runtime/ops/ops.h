@@ -81,7 +81,8 @@ DSV4_INTERNAL dsv4_status dsv4_topk_long_plan_for(int64_t rows, int64_t cols, in
 DSV4_INTERNAL dsv4_status dsv4_topk_long_plan_ctx(dsv4_context *ctx, int64_t rows, int64_t cols, int32_t k,
     dsv4_topk_long_plan *out);
 
-/* activation_topk.cu: dense routing from FP32 logits. The logits are `num_splits` partial slabs
+/* activation_topk.cu (one slab) and activation_topk_slabs.cu (several): dense routing from FP32 logits. The
+ * logits are `num_splits` partial slabs
  * (float partials[num_splits][num_tokens][num_experts], slab s at logits + s * split_stride elements) that the
  * kernel sums in FP32 in split order (s = 0, 1, 2, ...) before the activation; num_splits = 1 is
  * dsv4_activation_topk (split_stride is then ignored). With pdl the kernel is launched with programmatic
@@ -93,6 +94,8 @@ DSV4_INTERNAL dsv4_status dsv4_topk_long_plan_ctx(dsv4_context *ctx, int64_t row
 DSV4_INTERNAL dsv4_status dsv4_routing_logits_check(const char *fn, const void *ctx, int32_t num_splits,
     int64_t split_stride, int64_t num_tokens, int32_t num_experts, int32_t k, float scale);
 DSV4_INTERNAL void dsv4_activation_topk_spec(int32_t num_experts, int32_t k, dsv4_kernel_spec *out);
+/* activation_topk_slabs.cu: the num_splits > 1 form (decode: one block per token, one thread per expert). */
+DSV4_INTERNAL void dsv4_activation_topk_slabs_spec(int32_t num_experts, int32_t k, dsv4_kernel_spec *out);
 /* Checks the arguments of dsv4_activation_topk and of the split-slab form (num_splits in 1..64; with more
  * than one split, split_stride >= num_tokens * num_experts). */
 DSV4_INTERNAL dsv4_status dsv4_activation_topk_check(const char *fn, const void *ctx, const float *logits,

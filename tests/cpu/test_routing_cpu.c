@@ -200,6 +200,7 @@ static void test_router_config_lists_routing_kernels(void **state) {
   (void)state;
   const char *presets[] = {"v4-pro", "v4-flash"};
   const char *dense_tags[] = {"activation_topk-k6-e384", "activation_topk-k6-e256"};
+  const char *slabs_tags[] = {"activation_topk_slabs-k6-e384", "activation_topk_slabs-k6-e256"};
   for (int p = 0; p < 2; ++p)
     for (int m = 0; m < 2; ++m) {
       dsv4_router_config cfg;
@@ -208,6 +209,7 @@ static void test_router_config_lists_routing_kernels(void **state) {
       int n = dsv4_router_kernel_specs(&cfg, specs);
       assert_true(n <= DSV4_MAX_ROUTER_KERNELS);
       assert_true(has_tag(specs, n, dense_tags[p]));
+      assert_true(has_tag(specs, n, slabs_tags[p]));
       assert_true(has_tag(specs, n, "hash_scored-k6"));
     }
 }
