@@ -3,10 +3,13 @@
 //   ids = top-k of sel (warp_topk: ties to the lower expert, NaN lowest), w = s[ids] / sum * scale.
 // The threads of the block sum the slabs of experts threadIdx.x, + blockDim.x, ... (SC slabs in flight per
 // expert, G experts at a time) and leave key and s in shared memory; warp 0 then selects and writes.
-// The sums and the activation are the same operations in the same order as activation_topk.cu's, so the
-// bits are the same whichever kernel routes a token.
+// The sums and the activation are the same operations in the same order as activation_topk.cu's (the
+// scalar sqrt_softplus is the per-lane form's instruction sequence, MUFU.EX2 and MUFU.SQRT included), and
+// the selection the same order (keys here, floats or keys there: the same winners), so the bits are the same
+// whichever kernel routes a token.
 //
-// Slabs are read through L2 (ld.global.cg): the caller may have written them in the same launch (gate_route.cu).
+// Slabs are read through L2 (ld.global.cg): the previous kernel on the stream wrote them (the callers wait on
+// griddepcontrol first when launched with PDL).
 #pragma once
 
 #include "topk.cuh"

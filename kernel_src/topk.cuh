@@ -80,7 +80,9 @@ __device__ __forceinline__ void lane_row_load(const float* __restrict__ p, int n
 //     rows at K = 6 of 384); the other rounds are two reductions, a shuffle and a few selects.
 // Round j calls on_win(j, index, payload) in every lane with the j-th winner (rank order); the payload rides
 // along bit for bit. The rounds are a rolled loop, so on_win must not index per-round register arrays by j.
-// Needs at least K non-empty candidates across the warp; all 32 lanes must call it.
+// Needs at least K non-empty candidates across the warp; all 32 lanes must call it. warp_topk_ids_sel may
+// take a lane's candidates as floats instead (no NaN, no -0.0, -inf = empty): step 1 then compares the
+// floats and makes keys of the best two only (lane_best2_floats); the rest is the same.
 // ---------------------------------------------------------------------------------------------------
 
 // 32-bit rank key of a value: a > b (as floats) <=> key(a) > key(b); NaN -> 1, below -inf (0x007fffff);
@@ -95,18 +97,18 @@ __device__ __forceinline__ unsigned value_key(float v) { return v != v ? 1u : va
 
 constexpr unsigned kTopkLive = 0x8000u;   // in every live code (bit 15); a deferred code is its slot alone
 
-// Best (largest key, lowest slot among equals) and second-best key among the lane's slots; with RESCAN only
-// among those ranked below (klast, slot slast), the lane's last winner. The best comes as code (above) with
-// the lane's part of the index (lane << 18) or-ed in once: one immediate per slot. pay may be null (PAY
-// false): no payload is tracked.
-template <int C, bool PAY, bool RESCAN>
-__device__ __forceinline__ void lane_best2(const unsigned (&vk)[C], const float* pay, unsigned klast,
-                                           unsigned slast, unsigned lane_hi, unsigned& b1, unsigned& code,
-                                           float& bpay, unsigned& b2) {
+// Best (largest key, lowest slot among equals) and second-best key among the lane's slots, slot i's key being
+// key_of(i); with RESCAN only among those ranked below (klast, slot slast), the lane's last winner. The best
+// comes as code (above) with the lane's part of the index (lane << 18) or-ed in once: one immediate per slot.
+// pay may be null (PAY false): no payload is tracked.
+template <int C, bool PAY, bool RESCAN, typename KeyOf>
+__device__ __forceinline__ void lane_best2(KeyOf&& key_of, const float* pay, unsigned klast, unsigned slast,
+                                           unsigned lane_hi, unsigned& b1, unsigned& code, float& bpay,
+                                           unsigned& b2) {
   b1 = 0u, b2 = 0u, code = 0u, bpay = 0.0f;
 #pragma unroll
   for (int i = 0; i < C; ++i) {
-    unsigned v = vk[i];
+    unsigned v = key_of(i);
     if (RESCAN && !(v < klast || (v == klast && (unsigned)i > slast))) v = 0u;
     const float p = PAY ? pay[i] : 0.0f;   // read unconditionally: the update below is two selects
     b2 = max(b2, min(v, b1));
@@ -116,15 +118,37 @@ __device__ __forceinline__ void lane_best2(const unsigned (&vk)[C], const float*
   code |= lane_hi;
 }
 
-template <int K, int C, bool PAY, typename F>
-__device__ __forceinline__ void warp_topk_impl(const unsigned (&vk)[C], const float* pay, F&& on_win) {
-  static_assert(C >= 1 && C <= 32, "warp_topk: at most 32 slots per lane (5-bit slot in the code)");
-  static_assert(32 * C <= 65536, "warp_topk: indices fit 16 bits");
-  // The lane's part of every index (lane_slot_index(lane, i) = lane_slot_index(0, i) | 4*lane), in code.
-  const unsigned lane_hi = (threadIdx.x & 31) << 18;
-  unsigned b1, b2, code, klast = 0u;
-  float bpay;
-  lane_best2<C, PAY, false>(vk, pay, 0u, 0u, lane_hi, b1, code, bpay, b2);
+// The same first pass (no RESCAN, no payload) over float selection values - none NaN or -0.0, -inf for an
+// empty slot - given as their bits: the same compares on the floats, whose order is their keys' order
+// (value_key_num is strictly increasing on them), and only the best and the second best made keys: two
+// instructions a lane instead of two a slot. It gives what lane_best2 gives for the keys value_key_num(v),
+// except that an empty slot's key is value_key_num(-inf) = 0x007fffff rather than 0: still below every live
+// key, so it changes no winner (there are at least K live slots).
+template <int C>
+__device__ __forceinline__ void lane_best2_floats(const unsigned (&vb)[C], unsigned lane_hi, unsigned& b1,
+                                                  unsigned& code, unsigned& b2) {
+  static_assert(C >= 2, "lane_best2_floats: two slots or more");
+  // Slots 0 and 1 as the loop would take them from f1 = f2 = -inf (max(-inf, x) = x: no NaN here), but
+  // that slot 0 gets a live code even when empty: then the lane has no live slot at all, and its best,
+  // value_key_num(-inf), is below every live key, so that code never wins either.
+  float f1 = __uint_as_float(vb[0]), f2 = fminf(__uint_as_float(vb[1]), f1);
+  code = kTopkLive;
+#pragma unroll
+  for (int i = 1; i < C; ++i) {
+    const float v = __uint_as_float(vb[i]);
+    if (i > 1) f2 = fmaxf(f2, fminf(v, f1));
+    if (v > f1) code = ((unsigned)lane_slot_index(0, i) << 16) | kTopkLive | (unsigned)i;
+    f1 = fmaxf(f1, v);
+  }
+  code |= lane_hi;
+  b1 = value_key_num(f1), b2 = value_key_num(f2);
+}
+
+// K rounds from the lanes' first pass (b1, code, bpay, b2); key_of(i) gives slot i's key when a lane rescans.
+template <int K, int C, bool PAY, typename KeyOf, typename F>
+__device__ __forceinline__ void warp_topk_rounds(KeyOf&& key_of, const float* pay, unsigned lane_hi, unsigned b1,
+                                                 unsigned code, float bpay, unsigned b2, F&& on_win) {
+  unsigned klast = 0u;
 #pragma unroll 1
   for (int j = 0; j < K; ++j) {
     const unsigned w = __reduce_max_sync(0xffffffffu, b1);
@@ -132,7 +156,7 @@ __device__ __forceinline__ void warp_topk_impl(const unsigned (&vk)[C], const fl
     unsigned r = __reduce_min_sync(0xffffffffu, at_max ? code : 0xffffffffu);
     if (r < kTopkLive) {   // warp-uniform, rare: a deferred key ties the max; find its slot and payload
       if (at_max && code < kTopkLive)   // b1 stays w
-        lane_best2<C, PAY, true>(vk, pay, klast, code, lane_hi, b1, code, bpay, b2);
+        lane_best2<C, PAY, true>(key_of, pay, klast, code, lane_hi, b1, code, bpay, b2);
       r = __reduce_min_sync(0xffffffffu, at_max ? code : 0xffffffffu);   // the same lanes at the max
     }
     // r is the winner's code; the owner lane is (r >> 18) % 32.
@@ -143,6 +167,19 @@ __device__ __forceinline__ void warp_topk_impl(const unsigned (&vk)[C], const fl
       code &= 31u;
     }
   }
+}
+
+template <int K, int C, bool PAY, typename F>
+__device__ __forceinline__ void warp_topk_impl(const unsigned (&vk)[C], const float* pay, F&& on_win) {
+  static_assert(C >= 1 && C <= 32, "warp_topk: at most 32 slots per lane (5-bit slot in the code)");
+  static_assert(32 * C <= 65536, "warp_topk: indices fit 16 bits");
+  // The lane's part of every index (lane_slot_index(lane, i) = lane_slot_index(0, i) | 4*lane), in code.
+  const unsigned lane_hi = (threadIdx.x & 31) << 18;
+  const auto key_of = [&](int i) { return vk[i]; };
+  unsigned b1, b2, code;
+  float bpay;
+  lane_best2<C, PAY, false>(key_of, pay, 0u, 0u, lane_hi, b1, code, bpay, b2);
+  warp_topk_rounds<K, C, PAY>(key_of, pay, lane_hi, b1, code, bpay, b2, on_win);
 }
 
 template <int K, int C, typename F>
@@ -158,34 +195,76 @@ __device__ __forceinline__ void warp_topk_ids(const unsigned (&vk)[C], F&& on_wi
   warp_topk_impl<K, C, false>(vk, nullptr, [&](int j, unsigned r, float) { on_win(j, r); });
 }
 
+// warp_topk_ids where the lanes give their slots either as keys (keys true: fill_keys(v) writes them) or as
+// the bits of float selection values (keys false: fill_floats(v) writes them; none NaN or -0.0, -inf for an
+// empty slot - so no real value may be -inf either, it would tie the empty slots). Floats make the same
+// winners as their keys with two integer operations a slot fewer (lane_best2_floats). keys must be the same
+// in every lane: a float lane's empty slot (key 0x007fffff) would outrank a key lane's NaN (key 1). A key
+// for a rescan is made there, behind an empty volatile asm, so that the compiler does not hoist C key
+// computations out of the rounds into the common path.
+template <int K, int C, typename FillFloats, typename FillKeys, typename F>
+__device__ __forceinline__ void warp_topk_ids_sel(bool keys, FillFloats&& fill_floats, FillKeys&& fill_keys,
+                                                  F&& on_win) {
+  static_assert(C >= 1 && C <= 32, "warp_topk: at most 32 slots per lane (5-bit slot in the code)");
+  static_assert(32 * C <= 65536, "warp_topk: indices fit 16 bits");
+  const unsigned lane_hi = (threadIdx.x & 31) << 18;
+  unsigned v[C], b1, b2, code;
+  float bpay = 0.0f;
+  if (!keys) {
+    fill_floats(v);
+    lane_best2_floats<C>(v, lane_hi, b1, code, b2);
+  } else {
+    fill_keys(v);
+    lane_best2<C, false, false>([&](int i) { return v[i]; }, nullptr, 0u, 0u, lane_hi, b1, code, bpay, b2);
+  }
+  warp_topk_rounds<K, C, false>(
+      [&](int i) {
+        unsigned u = v[i];
+        asm volatile("" : "+r"(u));
+        return keys ? u : value_key_num(__uint_as_float(u));
+      },
+      nullptr, lane_hi, b1, code, bpay, b2, [&](int j, unsigned r, float) { on_win(j, r); });
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Activation and weights (SPEC section 2), FP32.
 // ---------------------------------------------------------------------------------------------------
 
 // s = sqrt(softplus(z)), softplus(z) = max(z,0) + log1p(exp(-|z|)); NaN -> NaN, +inf -> inf, -inf -> 0.
-// activation_math.cuh: relative error < 2^-22 wherever s is a normal float, the same bits on every GPU
-// and in the CPU test that proves the bound.
+// activation_math.cuh: relative error < 1.75 * 2^-22 wherever s is a normal float (proven on the GPU for
+// every float by tests/gpu/test_gpu_activation_math.c); sqrt_softplus and sqrt_softplus_lane give the same
+// bits (the same instructions), so every kernel routes a token alike.
 __device__ __forceinline__ float sqrt_softplus(float z) { return dsv4_am_sqrt_softplus(z); }
 
 // The same function for the C slots of a lane at once: the branch-free main path for every slot, then the
-// slots outside it (z < -70, +inf, NaN) fixed up. The lane's NaN-propagating minimum of -|z| is below -70
-// or NaN whenever there is one (and also, harmlessly, for a z above 70, which then just passes the
-// per-slot test below). Three polynomial constants are held in registers across the slots rather than
+// slots outside it (z < -70, +inf, NaN) fixed up. They are spotted from a = max(-|z|, -70), which every
+// slot computes anyway: for each of them a is -70 (or NaN, should max() return a NaN for a signalling one),
+// and so is it, harmlessly, for |z| >= 70, which then just passes the per-slot test below; every other a
+// lies in (-70, -0]. As signed integers the bits of those a are below -70's and a NaN's are above, so a
+// signed max over the lane's a (a three-input integer max on sm_90 and later: half an instruction a slot)
+// tells. log2(e) and Q's leading coefficient are held in registers across the slots rather than
 // re-materialised for each (an fma takes one immediate); the rare path is one out-of-line copy, not C.
 __device__ __noinline__ float sqrt_softplus_rare(float z) { return dsv4_am_sqrt_softplus_low(z); }
 
-// Returns whether the lane had such a slot (or a z above 70): the only way an s can be NaN or +inf.
+// Returns whether the lane had such a slot (or a |z| of 70 or more): the only way an s can be NaN or +inf.
 template <int C>
 __device__ __forceinline__ bool sqrt_softplus_lane(const float (&z)[C], float (&s)[C]) {
-  float log2e = DSV4_AM_LOG2E, exp_c4 = DSV4_AM_EXP_C4, log_c7 = DSV4_AM_LOG_C7;
-  asm("" : "+f"(log2e), "+f"(exp_c4), "+f"(log_c7));
-  float m = 0.0f;
+  float log2e = DSV4_AM_LOG2E, log_c7 = DSV4_AM_LOG_C7;
+  asm("" : "+f"(log2e), "+f"(log_c7));
+  int m = (int)0x80000000u;   // the bits of -0.0
 #pragma unroll
-  for (int i = 0; i < C; ++i) {
-    s[i] = dsv4_am_sqrt_in_range(dsv4_am_softplus_main_k(z[i], log2e, exp_c4, log_c7));
-    asm("min.NaN.f32 %0, %0, %1;" : "+f"(m) : "f"(-fabsf(z[i])));
+  for (int i = 0; i < C; i += 2) {
+    const float a0 = dsv4_am_main_arg(z[i]);
+    s[i] = DSV4_AM_SQRT_APPROX(dsv4_am_softplus_main_k(z[i], a0, log2e, log_c7));
+    if (i + 1 < C) {
+      const float a1 = dsv4_am_main_arg(z[i + 1]);
+      s[i + 1] = DSV4_AM_SQRT_APPROX(dsv4_am_softplus_main_k(z[i + 1], a1, log2e, log_c7));
+      m = max(m, max(__float_as_int(a0), __float_as_int(a1)));   // one VIMNMX3
+    } else {
+      m = max(m, __float_as_int(a0));
+    }
   }
-  const bool rare = !(m >= DSV4_AM_LOW_Z);
+  const bool rare = m >= (int)DSV4_AM_LOW_A_BITS;
   if (rare) {
 #pragma unroll
     for (int i = 0; i < C; ++i)
