@@ -18,7 +18,11 @@ constexpr int kTlChunks = kTlBins / 32;       // 32-bin chunks: the first step o
 constexpr int kTlMaxCluster = 16;             // blocks per row at most (16 is a non-portable cluster size)
 constexpr int kTlCtlBytes = 1024;             // control block + chunk sums at the start of dynamic smem (host: same)
 constexpr int kTlLevels = 5;                  // digits of the composite key: 11 + 11 + 10 (value), 10 + 10 (column)
+#ifdef DSV4_TL_EMULATION_HITS
+constexpr int kTlHits = DSV4_TL_EMULATION_HITS;   // a host emulation shrinks the list to reach its overflow paths
+#else
 constexpr int kTlHits = 4096;                 // positions a 16-bit-key pass collects before re-reading (host: same)
+#endif
 constexpr int kTlRankSortMax = 256;           // survivor lists up to this long are sorted by counting
 constexpr tl_u32 kTlFull = 0xffffffffu;
 
@@ -53,6 +57,18 @@ __device__ __forceinline__ float tl_value(tl_u64 c, const float* __restrict__ ro
   if (k == 0u || k == 0x80000000u) return __ldg(row + tl_ckey_col(c));
   return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
+
+// float_order_key in fewer instructions (5 instead of 8; the same value for every input bit pattern, checked
+// exhaustively by tests/cpu/test_topk_long_cpu.c): x + 0.0f turns -0.0 into +0.0 and leaves every other
+// non-NaN value (subnormals too: no flush to zero here) unchanged; then the usual sign flip; NaN -> 0.
+__device__ __forceinline__ tl_u32 tl_order_key(float x) {
+  const tl_u32 u = __float_as_uint(x + 0.0f);
+  const tl_u32 k = u ^ ((tl_u32)((int)u >> 31) | 0x80000000u);
+  return x != x ? 0u : k;
+}
+
+// Per-halfword unsigned max of two words (VIMNMX.U16x2 on sm_90+; a few instructions before).
+__device__ __forceinline__ tl_u32 tl_vmax16(tl_u32 a, tl_u32 b) { return __vmaxu2(a, b); }
 
 // ---------------------------------------------------------------------------------------------------------
 // Thread block clusters (sm_90+). One cluster handles one row; its blocks read each other's shared memory
@@ -331,12 +347,48 @@ __device__ __forceinline__ void tl_load_global(int base, int n, const float* __r
 // Pass 1 of a row: reads the slice (n columns at pg) once, keeps the order keys of its first dn columns in the
 // cache (wide: 32-bit keys; else their top 16 bits) and counts the top digit of every key into h_even (even
 // lanes) or h_odd (odd lanes): two copies halve the same-address conflicts of concentrated data.
+// The bulk of pass 1: the positions [0, nf) (nf a multiple of 16 * NT, all cached, 16-byte loads), with no
+// bounds checks.
+template <int NT, bool WIDE>
+__device__ __forceinline__ void tl_pass1_full(int nf, const float* __restrict__ pg, unsigned char* cache,
+                                              tl_u32* h) {
+  constexpr int G = 4;   // 4 x 16 bytes in flight per thread
+  for (int base = 0; base < nf; base += 4 * G * NT) {
+    float4 q[G];
+#pragma unroll
+    for (int g = 0; g < G; ++g)
+      q[g] = __ldg(reinterpret_cast<const float4*>(pg + base + (g * NT + (int)threadIdx.x) * 4));
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      const int p0 = base + (g * NT + (int)threadIdx.x) * 4;
+      const tl_u32 k0 = tl_order_key(q[g].x), k1 = tl_order_key(q[g].y), k2 = tl_order_key(q[g].z),
+                   k3 = tl_order_key(q[g].w);
+      if (WIDE)
+        *reinterpret_cast<uint4*>(cache + 4 * p0) = make_uint4(k0, k1, k2, k3);
+      else   // the top halves: (k0 >> 16) | (k1 & 0xffff0000), (k2 >> 16) | (k3 & 0xffff0000)
+        *reinterpret_cast<uint2*>(cache + 2 * p0) =
+            make_uint2(__byte_perm(k0, k1, 0x7632), __byte_perm(k2, k3, 0x7632));
+      atomicAdd(&h[k0 >> 21], 1u);
+      atomicAdd(&h[k1 >> 21], 1u);
+      atomicAdd(&h[k2 >> 21], 1u);
+      atomicAdd(&h[k3 >> 21], 1u);
+    }
+  }
+}
+
 template <int NT>
 __device__ __noinline__ void tl_pass1(int n, int dn, const float* __restrict__ pg, bool vec, bool wide,
                                       unsigned char* cache, tl_u32* h_even, tl_u32* h_odd) {
   constexpr int G = 4;   // 4 x 16 bytes in flight per thread
   tl_u32* h = (threadIdx.x & 1) ? h_odd : h_even;
-  for (int base = 0; base < n; base += 4 * G * NT) {
+  // Whole 16 * NT chunks of the cached part with 16-byte loads first; the rest (a partial chunk, the uncached
+  // columns, unaligned rows) below with bounds checks.
+  const int nf = vec ? ((dn < n ? dn : n) / (4 * G * NT)) * (4 * G * NT) : 0;
+  if (wide)
+    tl_pass1_full<NT, true>(nf, pg, cache, h);
+  else
+    tl_pass1_full<NT, false>(nf, pg, cache, h);
+  for (int base = nf; base < n; base += 4 * G * NT) {
     float v[4 * G];
     tl_load_global<NT, G>(base, n, pg, vec, v);
 #pragma unroll
@@ -345,7 +397,7 @@ __device__ __noinline__ void tl_pass1(int n, int dn, const float* __restrict__ p
       if (p0 >= n) continue;
       tl_u32 key[4];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) key[e] = float_order_key(v[4 * g + e]);
+      for (int e = 0; e < 4; ++e) key[e] = tl_order_key(v[4 * g + e]);
       if (p0 < dn) {   // (dn is a multiple of 4 or n; the cache has room for the whole last group)
         if (wide)
           *reinterpret_cast<uint4*>(cache + 4 * p0) = make_uint4(key[0], key[1], key[2], key[3]);
@@ -363,6 +415,54 @@ __device__ __noinline__ void tl_pass1(int n, int dn, const float* __restrict__ p
       }
     }
   }
+}
+
+// The keys of a group of 8 16-bit keys (4 words, key 2j in the low half of word j) that are >= f16, as a bit
+// mask; only the first lim (>= 1) positions of the group count.
+__device__ __forceinline__ tl_u32 tl_hit_mask16(const uint4 q, tl_u32 f16, int lim) {
+  const tl_u32 w[4] = {q.x, q.y, q.z, q.w};
+  tl_u32 hit = 0;
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if ((w[j] & 0xffffu) >= f16) hit |= 1u << (2 * j);
+    if (w[j] >= (f16 << 16)) hit |= 2u << (2 * j);   // the high half >= f16
+  }
+  return lim < 8 ? hit & ((1u << lim) - 1u) : hit;
+}
+
+// The elements flagged in `direct` among the 8 positions p0.. of the slice, re-read from global memory at once
+// and classified (the overflow path of the 16-bit-key pass). Warp-uniform.
+__device__ __forceinline__ void tl_scan_direct(tl_u32 direct, const float* __restrict__ pg, int p0, int lo,
+                                               const TlLevel& lv, tl_u32* h, TlCtl* ctl, tl_u64* list,
+                                               tl_u32 list_cap, tl_u64* buf, tl_u32 buf_cap) {
+  if (!__any_sync(kTlFull, direct != 0u)) return;
+  tl_u64 c[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float x = ((direct >> i) & 1u) ? __ldg(pg + p0 + i) : 0.0f;
+    c[i] = tl_ckey(tl_order_key(x), (tl_u32)(lo + p0 + i));
+  }
+  tl_consume<8>(c, direct, lv, h, ctl, list, list_cap, buf, buf_cap);
+}
+
+// One iteration of the group scan of a 16-bit-key pass (tl_scan_slice): this thread's 8 keys at base + tid * 8
+// tested together; the warp's groups that may hold a key >= f16 appended to gseg (the warp's part of the list,
+// kseg entries; ng: its count, warp-uniform). false (nothing appended) when they do not all fit. TAIL: the
+// iteration may reach past dn.
+template <int NT, bool TAIL>
+__device__ __forceinline__ bool tl_group_step(const unsigned char* cache, int base, int dn, tl_u32 f16, tl_u32 fm1,
+                                              tl_u32 lt, tl_u32* gseg, int kseg, int& ng) {
+  const int p0 = base + (int)threadIdx.x * 8;
+  uint4 q = make_uint4(0u, 0u, 0u, 0u);
+  if (!TAIL || p0 < dn) q = *reinterpret_cast<const uint4*>(cache + 2 * p0);
+  const tl_u32 m = tl_vmax16(tl_vmax16(tl_vmax16(q.x, q.y), tl_vmax16(q.z, q.w)), fm1);
+  const bool maybe = (!TAIL || p0 < dn) && (f16 == 0u || m != fm1);   // garbage past dn: only a false "maybe"
+  const tl_u32 ball = __ballot_sync(kTlFull, maybe);
+  const int nn = ng + __popc(ball);
+  if (nn > kseg) return false;
+  if (maybe) gseg[ng + __popc(ball & lt)] = (tl_u32)p0;
+  ng = nn;
+  return true;
 }
 
 // A pass of level lv over the block's slice: the cached columns [0, dn) from the cache (wide or 16-bit keys;
@@ -399,65 +499,81 @@ __device__ __noinline__ void tl_scan_slice(int n, int dn, const float* __restric
     }
   } else {
     // 8 16-bit keys per thread: positions base + tid * 8 + e. An element that may qualify is re-read from global
-    // memory for its full key; to keep those reads off the critical path of every iteration, the positions are
-    // collected (hits, up to kTlHits) and re-read together after the scan. Positions past the list's capacity
-    // are re-read at once (correct, only slower).
+    // memory for its full key. Few keys qualify in a pass over the slice, so the work goes in three steps, each
+    // with full warps: (1) the scan tests a lane's 8 keys together (halfword maxima against f16 - 1: three
+    // instructions) and appends the position of each group of 8 that may hold one to the warp's part of the
+    // first half of `hits` (a ballot and a count in a register: no atomics); (2) each warp takes its groups one
+    // per lane, tests their keys one by one and appends the qualifying positions to the second half (one shared
+    // atomic per warp); (3) after a barrier those are re-read from global memory together. What does not fit
+    // either half is re-read at once (correct, only slower).
     const tl_u32 f16 = lv.flo >> 16;
-    const int lane = tid & 31;
-    for (int base = 0; base < dn; base += 8 * NT) {
-      const int p0 = base + tid * 8;
-      uint4 q = make_uint4(0u, 0u, 0u, 0u);
-      if (p0 < dn) q = *reinterpret_cast<const uint4*>(cache + 2 * p0);
-      const tl_u32 w[4] = {q.x, q.y, q.z, q.w};
+    const tl_u32 fm1 = f16 ? (f16 - 1u) * 0x10001u : 0u;   // f16 == 0: every key qualifies
+    const int warp = tid >> 5, lane = tid & 31;
+    const tl_u32 lt = (1u << lane) - 1u;
+    constexpr int kSeg = kTlHits / 2 / (NT / 32);   // group entries per warp
+    tl_u32* gseg = hits + warp * kSeg;
+    tl_u32* hl = hits + kTlHits / 2;                // the positions to re-read
+    int ng = 0;                                     // groups in gseg (warp-uniform)
+    int ov = dn;                                    // where the warp's part of the list ran full
+    const int dfull = dn / (8 * NT) * (8 * NT);     // whole iterations: no bounds checks
+    int base = 0;
+#pragma unroll 2
+    for (; base < dfull; base += 8 * NT)
+      if (!tl_group_step<NT, false>(cache, base, dn, f16, fm1, lt, gseg, kSeg, ng)) break;
+    if (base < dfull || (base < dn && !tl_group_step<NT, true>(cache, base, dn, f16, fm1, lt, gseg, kSeg, ng)))
+      ov = base;   // this iteration and the rest go the slow way (below)
+    __syncwarp();
+    // (2) this warp's groups, one per lane.
+    for (int j0 = 0; j0 < ng; j0 += 32) {
+      const int j = j0 + lane;
       tl_u32 hit = 0;
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const tl_u32 k16 = (i & 1) ? (w[i >> 1] >> 16) : (w[i >> 1] & 0xffffu);
-        if (k16 >= f16 && p0 + i < dn) hit |= 1u << i;
+      int p0 = 0;
+      if (j < ng) {
+        p0 = (int)gseg[j];
+        hit = tl_hit_mask16(*reinterpret_cast<const uint4*>(cache + 2 * p0), f16, dn - p0);
       }
-      if (__any_sync(kTlFull, hit != 0u)) {
-        tl_u32 tot;
-        const tl_u32 pre = tl_warp_prefix<4>((tl_u32)__popc(hit), &tot);
-        tl_u32 b0 = 0;
-        if (lane == 0) b0 = atomicAdd(&ctl->n_hits, tot);
-        tl_u32 slot = __shfl_sync(kTlFull, b0, 0) + pre;
-        tl_u32 direct = 0;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          if ((hit >> i) & 1u) {
-            if (slot < (tl_u32)kTlHits) hits[slot] = (tl_u32)(p0 + i);
-            else direct |= 1u << i;
-            ++slot;
-          }
-        }
-        if (__any_sync(kTlFull, direct != 0u)) {
-          tl_u64 c[8];
-#pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            const float x = ((direct >> i) & 1u) ? __ldg(pg + p0 + i) : 0.0f;
-            c[i] = tl_ckey(float_order_key(x), (tl_u32)(lo + p0 + i));
-          }
-          tl_consume<8>(c, direct, lv, h, ctl, list, list_cap, buf, buf_cap);
-        }
+      tl_u32 tot;
+      const tl_u32 pre = tl_warp_prefix<4>((tl_u32)__popc(hit), &tot);
+      tl_u32 b0 = 0;
+      if (lane == 0 && tot) b0 = atomicAdd(&ctl->n_hits, tot);
+      tl_u32 slot = __shfl_sync(kTlFull, b0, 0) + pre;
+      tl_u32 direct = 0;
+      while (hit) {
+        const int i = __ffs(hit) - 1;
+        hit &= hit - 1u;
+        if (slot < (tl_u32)(kTlHits / 2)) hl[slot] = (tl_u32)(p0 + i);
+        else direct |= 1u << i;
+        ++slot;
       }
+      tl_scan_direct(direct, pg, p0, lo, lv, h, ctl, list, list_cap, buf, buf_cap);
+    }
+    // The rest of the warp's iterations after its part of the list ran full (many qualifying keys: e.g. a
+    // level whose boundary bin holds most of the slice): every key that may qualify re-read at once.
+    for (int base = ov; base < dn; base += 8 * NT) {
+      const int p0 = base + tid * 8;
+      tl_u32 direct = 0;
+      if (p0 < dn) direct = tl_hit_mask16(*reinterpret_cast<const uint4*>(cache + 2 * p0), f16, dn - p0);
+      tl_scan_direct(direct, pg, p0, lo, lv, h, ctl, list, list_cap, buf, buf_cap);
     }
     __syncthreads();
-    const int nh = ctl->n_hits < (tl_u32)kTlHits ? (int)ctl->n_hits : kTlHits;
-    for (int base = 0; base < nh; base += 4 * NT) {
+    // (3) the positions hl[0, nh): each warp takes 4 x 32 consecutive entries; warps past the end skip.
+    const int nh = ctl->n_hits < (tl_u32)(kTlHits / 2) ? (int)ctl->n_hits : kTlHits / 2;
+    const tl_u32* hp = hl;
+    for (int base = warp * 128; base < nh; base += 4 * NT) {
       tl_u32 pos[4];
       float x[4];
 #pragma unroll
       for (int g = 0; g < 4; ++g) {
-        const int j = base + g * NT + tid;
-        pos[g] = j < nh ? hits[j] : 0u;
+        const int j = base + g * 32 + lane;
+        pos[g] = j < nh ? hp[j] : 0u;
         x[g] = j < nh ? __ldg(pg + pos[g]) : 0.0f;
       }
       tl_u64 c[4];
       tl_u32 valid = 0;
 #pragma unroll
       for (int g = 0; g < 4; ++g) {
-        c[g] = tl_ckey(float_order_key(x[g]), (tl_u32)lo + pos[g]);
-        if (base + g * NT + tid < nh) valid |= 1u << g;
+        c[g] = tl_ckey(tl_order_key(x[g]), (tl_u32)lo + pos[g]);
+        if (base + g * 32 + lane < nh) valid |= 1u << g;
       }
       tl_consume<4>(c, valid, lv, h, ctl, list, list_cap, buf, buf_cap);
     }
@@ -473,7 +589,7 @@ __device__ __noinline__ void tl_scan_slice(int n, int dn, const float* __restric
       tl_u32 key[8];
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-        key[i] = float_order_key(v[i]);
+        key[i] = tl_order_key(v[i]);
         if (key[i] >= lv.flo && base + ((i >> 2) * NT + tid) * 4 + (i & 3) < nr) hit |= 1u << i;
       }
       if (__any_sync(kTlFull, hit != 0u)) {
@@ -491,12 +607,14 @@ __device__ __noinline__ void tl_scan_slice(int n, int dn, const float* __restric
 template <int NT>
 __device__ __noinline__ void tl_scan_buffer(int sn, const tl_u64* buf, const TlLevel lv, tl_u32* h, TlCtl* ctl,
                                             tl_u64* list, tl_u32 list_cap) {
-  for (int base = 0; base < sn; base += 4 * NT) {
+  // Each warp takes 4 x 32 consecutive entries, so the warps past the end of a short buffer skip.
+  const int lane = (int)threadIdx.x & 31;
+  for (int base = ((int)threadIdx.x >> 5) * 128; base < sn; base += 4 * NT) {
     tl_u64 c[4];
     tl_u32 valid = 0;
 #pragma unroll
     for (int g = 0; g < 4; ++g) {
-      const int p = base + g * NT + (int)threadIdx.x;
+      const int p = base + g * 32 + lane;
       c[g] = p < sn ? buf[p] : 0ull;
       if (p < sn) valid |= 1u << g;
     }

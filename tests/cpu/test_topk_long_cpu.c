@@ -222,6 +222,48 @@ static void test_long_args(void **state) {
   assert_int_equal(dsv4_topk_select(c, NULL, NULL, 0, 131072, 131072, 512, NULL, NULL), DSV4_OK);
 }
 
+/* ---------------- the kernel's order key ---------------- */
+/* kernel_src/topk_long.cuh's tl_order_key computes float_order_key (common.cuh) in fewer instructions: x + 0.0f
+ * folds -0.0 into +0.0 (IEEE round to nearest, no flush to zero: NVRTC's default), then the sign flip, NaN -> 0.
+ * Both formulas written out here (this is C; the kernel is CUDA C++) and compared on every sign and exponent
+ * with the mantissa's low bits at their extremes and random, and exhaustively around zero, the subnormals,
+ * the infinities and the NaNs. The GPU test checks the kernel's own code bit for bit end to end. */
+static uint32_t ref_order_key(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if (f != f) return 0u;
+  if (u == 0x80000000u) u = 0u;
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+static uint32_t fast_order_key(float x) {
+  volatile float zero = 0.0f;   /* keeps the compiler from folding x + 0.0f */
+  const float y = x + zero;
+  uint32_t u;
+  memcpy(&u, &y, 4);
+  const uint32_t k = u ^ ((uint32_t)((int32_t)u >> 31) | 0x80000000u);
+  return x != x ? 0u : k;
+}
+static void check_key(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  if (ref_order_key(f) != fast_order_key(f))
+    fprintf(stderr, "order key of %08x: %08x != %08x\n", u, ref_order_key(f), fast_order_key(f));
+  assert_true(ref_order_key(f) == fast_order_key(f));
+}
+static void test_order_key(void **state) {
+  (void)state;
+  uint64_t seed = 42;
+  for (uint32_t hi = 0; hi < (1u << 20); ++hi) {   /* sign, exponent and the top 11 mantissa bits */
+    const uint32_t base = hi << 12;
+    check_key(base), check_key(base | 1u), check_key(base | 0x7ffu), check_key(base | 0xfffu);
+    check_key(base | (uint32_t)(test_rand(&seed) & 0xfffu));
+  }
+  static const uint32_t starts[] = {0x00000000u, 0x80000000u, 0x7f7f0000u, 0xff7f0000u, 0x7fff0000u, 0xffff0000u};
+  for (size_t i = 0; i < sizeof starts / sizeof starts[0]; ++i)
+    for (uint32_t d = 0; d < (1u << 17); ++d) check_key(starts[i] + d);
+  check_key(0xffffffffu);
+}
+
 /* ---------------- NVRTC ---------------- */
 static void test_compiles(void **state) {
   (void)state;
@@ -254,6 +296,7 @@ int main(void) {
       cmocka_unit_test(test_plan_indexer_shapes),
       cmocka_unit_test(test_plan_invariants),
       cmocka_unit_test(test_long_args),
+      cmocka_unit_test(test_order_key),
       cmocka_unit_test(test_compiles),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
