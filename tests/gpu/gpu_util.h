@@ -56,6 +56,23 @@ static void gpu_poison(CUdeviceptr p, size_t bytes) {
 }
 static void gpu_sync(void) { GPU_CHECK(cuCtxSynchronize()); }
 
+/* The body of a GPU test binary's main after DSV4_GPU_TEST_OR_SKIP(ctxp): names the device, makes the context
+ * current, runs the cmocka group `tests` and releases the context; returns from main with cmocka's status. */
+#define GPU_RUN_TESTS(ctx, tests)                                                                    \
+  do {                                                                                               \
+    printf("device: %s (%s, %d SMs)\n", (ctx)->name, dsv4_context_arch(ctx), (ctx)->sm_count);      \
+    bool pushed_ = false;                                                                            \
+    if (dsv4_ctx_enter((ctx), &pushed_) != DSV4_OK) {                                                \
+      fprintf(stderr, "dsv4_ctx_enter: %s\n", dsv4_last_error());                                   \
+      dsv4_context_destroy(ctx);                                                                     \
+      return 1;                                                                                      \
+    }                                                                                                \
+    const int rc_ = cmocka_run_group_tests((tests), NULL, NULL);                                     \
+    dsv4_ctx_leave((ctx), pushed_);                                                                  \
+    dsv4_context_destroy(ctx);                                                                       \
+    return rc_;                                                                                      \
+  } while (0)
+
 /* DSV4_TEST_PART=i/n: a test's cases (the calls of its run_case) are dealt round-robin into n parts and only
  * part i runs; unset, every case runs. For sanitizer runs, which split a slow test over parallel processes
  * (tests/gpu/sanitize.sh, DSV4_SANITIZE_FILTERS). Each case takes its seed from the caller, so a part runs

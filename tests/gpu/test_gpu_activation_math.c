@@ -110,15 +110,9 @@ static void test_every_float(void **state) {
 
 int main(void) {
   DSV4_GPU_TEST_OR_SKIP(&g_ctx);
-  printf("device: %s\n", dsv4_context_arch(g_ctx));
-  bool pushed;
-  dsv4_ctx_enter(g_ctx, &pushed);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_spot_range),
       cmocka_unit_test(test_every_float),
   };
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  dsv4_ctx_leave(g_ctx, pushed);
-  dsv4_context_destroy(g_ctx);
-  return rc;
+  GPU_RUN_TESTS(g_ctx, tests);
 }

@@ -394,9 +394,6 @@ static void test_rejected_call_writes_nothing(void **state) {
 
 int main(void) {
   DSV4_GPU_TEST_OR_SKIP(&g_ctx);
-  printf("device: %s\n", dsv4_context_arch(g_ctx));
-  bool pushed;
-  dsv4_ctx_enter(g_ctx, &pushed);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_shapes),
       cmocka_unit_test(test_edge_cases_at_presets),
@@ -406,8 +403,5 @@ int main(void) {
       cmocka_unit_test(test_pdl_after_producer),
       cmocka_unit_test(test_rejected_call_writes_nothing),
   };
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  dsv4_ctx_leave(g_ctx, pushed);
-  dsv4_context_destroy(g_ctx);
-  return rc;
+  GPU_RUN_TESTS(g_ctx, tests);
 }

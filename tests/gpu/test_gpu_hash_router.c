@@ -137,9 +137,6 @@ static void test_bad_ordinal(void **state) {
 
 int main(void) {
   DSV4_GPU_TEST_OR_SKIP(&g_ctx);
-  printf("device: %s\n", dsv4_context_arch(g_ctx));
-  bool pushed;
-  dsv4_ctx_enter(g_ctx, &pushed);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sizes_and_k),
       cmocka_unit_test(test_out_of_range_ids),
@@ -147,8 +144,5 @@ int main(void) {
       cmocka_unit_test(test_unaligned_outputs),
       cmocka_unit_test(test_bad_ordinal),
   };
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  dsv4_ctx_leave(g_ctx, pushed);
-  dsv4_context_destroy(g_ctx);
-  return rc;
+  GPU_RUN_TESTS(g_ctx, tests);
 }

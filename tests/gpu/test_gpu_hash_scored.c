@@ -251,9 +251,6 @@ static void test_corrupt_table_entry(void **state) {
 
 int main(void) {
   DSV4_GPU_TEST_OR_SKIP(&g_ctx);
-  printf("device: %s\n", dsv4_context_arch(g_ctx));
-  bool pushed;
-  dsv4_ctx_enter(g_ctx, &pushed);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sizes_and_k),
       cmocka_unit_test(test_weight_edge_cases),
@@ -261,8 +258,5 @@ int main(void) {
       cmocka_unit_test(test_split_slabs),
       cmocka_unit_test(test_corrupt_table_entry),
   };
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  dsv4_ctx_leave(g_ctx, pushed);
-  dsv4_context_destroy(g_ctx);
-  return rc;
+  GPU_RUN_TESTS(g_ctx, tests);
 }

@@ -347,8 +347,6 @@ static void test_forward_argument_checks(void **state) {
 
 int main(void) {
   DSV4_GPU_TEST_OR_SKIP(&g_ctx);
-  bool pushed;
-  dsv4_ctx_enter(g_ctx, &pushed);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_forward_argument_checks),
       cmocka_unit_test(test_dense_presets),
@@ -358,8 +356,5 @@ int main(void) {
       cmocka_unit_test(test_hash_modes_and_error_count),
       cmocka_unit_test(test_safetensors_round_trip),
   };
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  dsv4_ctx_leave(g_ctx, pushed);
-  dsv4_context_destroy(g_ctx);
-  return rc;
+  GPU_RUN_TESTS(g_ctx, tests);
 }

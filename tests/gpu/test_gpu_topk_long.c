@@ -373,12 +373,6 @@ static void test_rejected_call_writes_nothing(void **state) {
 
 int main(void) {
   DSV4_GPU_TEST_OR_SKIP(&g_ctx);
-  printf("device: %s (%s, %d SMs)\n", g_ctx->name, dsv4_context_arch(g_ctx), g_ctx->sm_count);
-  bool pushed;
-  if (dsv4_ctx_enter(g_ctx, &pushed) != DSV4_OK) {
-    fprintf(stderr, "dsv4_ctx_enter: %s\n", dsv4_last_error());
-    return 1;
-  }
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_indexer_shapes),
       cmocka_unit_test(test_shapes),
@@ -388,8 +382,5 @@ int main(void) {
       cmocka_unit_test(test_concurrent_streams),
       cmocka_unit_test(test_rejected_call_writes_nothing),
   };
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  dsv4_ctx_leave(g_ctx, pushed);
-  dsv4_context_destroy(g_ctx);
-  return rc;
+  GPU_RUN_TESTS(g_ctx, tests);
 }

@@ -210,9 +210,6 @@ static void test_stream(void **state) {
 
 int main(void) {
   DSV4_GPU_TEST_OR_SKIP(&g_ctx);
-  printf("device: %s\n", dsv4_context_arch(g_ctx));
-  bool pushed;
-  dsv4_ctx_enter(g_ctx, &pushed);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_warp_path),
       cmocka_unit_test(test_row_counts),
@@ -221,8 +218,5 @@ int main(void) {
       cmocka_unit_test(test_rejected_call_writes_nothing),
       cmocka_unit_test(test_stream),
   };
-  int rc = cmocka_run_group_tests(tests, NULL, NULL);
-  dsv4_ctx_leave(g_ctx, pushed);
-  dsv4_context_destroy(g_ctx);
-  return rc;
+  GPU_RUN_TESTS(g_ctx, tests);
 }
