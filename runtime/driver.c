@@ -36,6 +36,8 @@ static void env_read(void) {
   }
   const char *dump = getenv("DSV4_DUMP_DIR");
   snprintf(g_env.dump_dir, sizeof g_env.dump_dir, "%s", dump ? dump : "");
+  const char *li = getenv("DSV4_JIT_LINEINFO");
+  g_env.lineinfo = li && !strcmp(li, "1");
 }
 
 const dsv4_env *dsv4_env_get(void) {

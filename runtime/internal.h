@@ -46,6 +46,7 @@ typedef struct dsv4_env {
   char cache_dir[4096];    /* resolved cache root ("" if none could be resolved) */
   dsv4_log_level log_level;
   char dump_dir[4096];     /* DSV4_DUMP_DIR or "" */
+  bool lineinfo;           /* DSV4_JIT_LINEINFO=1: compile with -lineinfo */
 } dsv4_env;
 DSV4_INTERNAL const dsv4_env *dsv4_env_get(void);
 

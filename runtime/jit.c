@@ -115,6 +115,9 @@ static dsv4_status plan(const dsv4_kernel_spec *spec, const char *arch, compile_
   snprintf(p->arch_opt, sizeof p->arch_opt, "--gpu-architecture=%s", arch);
   for (int i = 0; i < NUM_BASE_OPTIONS; ++i) p->options[p->num_options++] = k_base_options[i];
   p->options[p->num_options++] = p->arch_opt;
+  /* DSV4_JIT_LINEINFO=1: source line tables in the cubin, for a profiler's source view (part of the key, as
+   * every option is: such modules are cached apart from the plain ones). */
+  if (dsv4_env_get()->lineinfo) p->options[p->num_options++] = "-lineinfo";
   int maj = 0, min = 0;
   nvrtcVersion(&maj, &min);
   dsv4_key_inputs in = {p->src->text, p->src->size, g_headers_blob, g_headers_size, spec->name_expr, arch,
