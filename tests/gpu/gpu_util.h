@@ -4,6 +4,7 @@
 
 #include "test_util.h"
 #include "context.h"
+#include "ops/ops.h"   /* gpu_topk_long_reduce: the long-row top-k's launch plan */
 
 static const dsv4_driver *gpu_drv(void) {
   const dsv4_driver *d = NULL;
@@ -90,6 +91,83 @@ static inline bool gpu_test_part_mine(void) {
     }
   }
   return next++ % parts == part;
+}
+
+/* DSV4_TEST_REDUCED=1: the topk tests run each case on the fewest rows that launch the kernel in the same shape
+ * and skip a shape they already ran (gpu_topk_long_reduce; the warp path of test_gpu_topk_select keeps at most
+ * 64 rows). For racecheck, which instruments every shared-memory access: the full cases (up to 2^25 elements)
+ * take far longer than a sanitizer run may (tests/gpu/sanitize.sh sets it for racecheck). Read once; unset,
+ * empty or "0" is off. */
+static inline bool gpu_test_reduced(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *e = getenv("DSV4_TEST_REDUCED");
+    on = e && *e && strcmp(e, "0") != 0;
+    if (on) printf("DSV4_TEST_REDUCED=%s: each case on the fewest rows of its launch plan, repeats skipped\n", e);
+  }
+  return on == 1;
+}
+
+/* The reduced form (gpu_test_reduced) of a long-row top-k case: dsv4_topk_select past its warp path, rows x
+ * cols (row_stride apart, the input `offset` floats into its buffer), k, generator `mode`. The kernel's code
+ * paths follow from its launch plan (threads, cluster, slice, cached prefix, key width, candidate capacity,
+ * shared memory: the template and the branches it takes) and from the data; the row count only picks the plan
+ * (a row is split over a cluster while all the row clusters fit one wave) and the grid, one row per cluster.
+ * So *rows becomes the fewest rows whose plan equals the original's in every field but grid (r = 1, 2, ... and
+ * the first whose plan compares equal, so nothing is assumed about how the plan varies with rows; none: the
+ * case keeps its rows). The tests generate the input in order from the case's seed, so the reduced rows are
+ * the original's first rows; *sample becomes 1 and every one is checked. Returns false (skip the case) when
+ * the same plan already ran here with the same cols, k, generator, strided-or-not and offset-or-not: another
+ * seed of the same shape and data kind runs the same code. Call it after gpu_test_part_mine() (every part
+ * must deal the same cases); the table is per process, so each part skips only repeats of its own cases. */
+static inline bool gpu_topk_long_reduce(dsv4_context *ctx, int64_t *rows, int64_t cols, int64_t row_stride,
+                                        int64_t offset, int32_t k, int mode, const char *mode_name,
+                                        int64_t *sample) {
+  if (*rows < 1) return true;   /* no launch: nothing to reduce */
+  dsv4_topk_long_plan want;
+  const dsv4_status st = dsv4_topk_long_plan_ctx(ctx, *rows, cols, k, &want);
+  if (st != DSV4_OK) fail_msg("dsv4_topk_long_plan_ctx: %s (%s)", dsv4_status_string(st), dsv4_last_error());
+  const unsigned grid = want.grid;
+  want.grid = 0;   /* the plan is 4-byte fields, zeroed first by the planner: memcmp compares all but grid */
+  static struct {
+    dsv4_topk_long_plan plan;
+    int64_t cols;
+    int32_t k;
+    int mode;
+    bool strided, offset;
+  } seen[1024];
+  static int nseen;
+  const bool strided = row_stride != cols, offs = offset != 0;
+  const char *layout = strided ? (offs ? " strided offset" : " strided") : (offs ? " offset" : "");
+  for (int i = 0; i < nseen; ++i)
+    if (memcmp(&seen[i].plan, &want, sizeof want) == 0 && seen[i].cols == cols && seen[i].k == k &&
+        seen[i].mode == mode && seen[i].strided == strided && seen[i].offset == offs) {
+      printf("    reduced: skipped %lld x %lld k=%d %s%s: its plan already ran with these cols, k and data\n",
+             (long long)*rows, (long long)cols, k, mode_name, layout);
+      return false;
+    }
+  if (nseen < (int)(sizeof seen / sizeof seen[0])) {   /* a full table only means repeats run again */
+    seen[nseen].plan = want, seen[nseen].cols = cols, seen[nseen].k = k, seen[nseen].mode = mode;
+    seen[nseen].strided = strided, seen[nseen].offset = offs;
+    ++nseen;
+  }
+  int64_t r = 1;
+  unsigned g = 0;
+  for (; r < *rows; ++r) {
+    dsv4_topk_long_plan p;
+    if (dsv4_topk_long_plan_ctx(ctx, r, cols, k, &p) != DSV4_OK) continue;
+    g = p.grid, p.grid = 0;
+    if (memcmp(&p, &want, sizeof p) == 0) break;
+  }
+  if (r < *rows) {
+    printf("    reduced %lld x %lld k=%d %s%s -> %lld rows: the same plan, grid %u instead of %u; all rows checked\n",
+           (long long)*rows, (long long)cols, k, mode_name, layout, (long long)r, g, grid);
+    *rows = r, *sample = 1;
+  } else if (*rows > 1) {
+    printf("    reduced %lld x %lld k=%d %s%s: no fewer rows give the same plan, all kept\n", (long long)*rows,
+           (long long)cols, k, mode_name, layout);
+  }
+  return true;
 }
 
 #endif

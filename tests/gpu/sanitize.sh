@@ -22,6 +22,14 @@
 #                          'racecheck:test_gpu_topk_long=test_strided' (racecheck is slow on big inputs);
 #                          PATTERN@N splits that run into N parallel runs, run i with DSV4_TEST_PART=i/N (the
 #                          topk tests deal their cases round-robin into the parts), e.g. '*:test_gpu_topk_long=*@8'
+#   DSV4_TEST_REDUCED      racecheck runs get DSV4_TEST_REDUCED=1 unless it is set here (then every tool gets
+#                          the caller's value; 0: full size). The topk tests then run each long-row case on the
+#                          fewest rows that launch the kernel with the same plan (threads, cluster, slice, key
+#                          width, candidates, shared memory: only the grid differs), every row checked, skip a
+#                          plan already run with the same cols, k and data kind, and give the warp kernel at most
+#                          64 rows, so every kernel code path still runs (tests/gpu/gpu_util.h). Racecheck
+#                          instruments every shared-memory access: at full size (up to 2^25 elements a case)
+#                          each twelfth of test_gpu_topk_long ran past 400 s
 #   DSV4_SANITIZE_KERNELS  racecheck, initcheck and synccheck check only kernels whose mangled name holds this
 #                          substring (default "dsv4": this library's kernels, not cuBLASLt's); "all" for every
 #                          kernel. memcheck always checks every kernel (a bad pointer handed to cuBLASLt shows
@@ -69,6 +77,9 @@ if [ -z "$cs" ] || [ ! -x "$cs" ]; then
   exit 2
 fi
 echo "sanitize.sh: $("$cs" --version 2>/dev/null | grep -i version | head -n 1); build $build; logs in $logdir"
+case " $tools " in
+  *" racecheck "*) echo "sanitize.sh: racecheck runs with DSV4_TEST_REDUCED=${DSV4_TEST_REDUCED-1}" ;;
+esac
 # Options newer than some toolkits: used only where this compute-sanitizer lists them in --help.
 help=$("$cs" --help 2>&1)
 has_opt() { grep -q -- "--$1\b" <<<"$help"; }
@@ -121,6 +132,8 @@ run_one() {
   [ -n "$pat" ] && envlist+=("DSV4_TEST_FILTER=$pat")
   tag=$tool
   if [ -n "$part" ]; then envlist+=("DSV4_TEST_PART=$part"); tag=$tool.part${part%/*}; fi
+  # Racecheck on the topk tests' full-size cases runs far past any timeout; the caller's DSV4_TEST_REDUCED (0 too) wins.
+  [ "$tool" = racecheck ] && [ -z "${DSV4_TEST_REDUCED+set}" ] && envlist+=("DSV4_TEST_REDUCED=1")
   opts=(--tool "$tool" --error-exitcode 86 --print-limit 200)
   has_opt check-exit-code && opts+=(--check-exit-code no)
   has_opt require-cuda-init && opts+=(--require-cuda-init no)

@@ -1,7 +1,7 @@
 /* GPU: dsv4_topk_select against the FP64 oracle (oracle_topk_select_row). Selection is exact: every index
  * must match and every value must equal the input bit for bit, ties (lower index first), NaN (lowest),
  * +-inf and -0.0/+0.0 included. Covers the warp kernel (cols <= 1024, k <= 16) and the radix kernel (long
- * rows, k > 16), aligned and unaligned rows, strided rows, and rows where the grid loops. */
+ * rows, k > 16), aligned and unaligned rows, strided rows, and many rows (65536: 16384 warp blocks). */
 #include <math.h>
 
 #include "gpu_util.h"
@@ -49,11 +49,29 @@ static uint32_t bits(float f) {
   return u;
 }
 
+/* DSV4_TEST_REDUCED (racecheck, gpu_util.h): the long-row kernel's cases shrink to the fewest rows of the same
+ * launch plan, repeats skipped (gpu_topk_long_reduce); the warp kernel's keep at most 64 rows (16 blocks of
+ * 4 warps, a row per warp as at any row count: its grid-stride loop over rows takes a second trip only past
+ * 2^32 rows, the grid being capped at 2^30 blocks in runtime/ops/topk_select.c, which no test reaches).
+ * Returns false to skip the case. */
+static bool reduce_case(int64_t *rows, int64_t cols, int64_t row_stride, int64_t offset, int32_t k, int mode,
+                        int64_t *sample) {
+  if (cols > 1024 || k > 16)   /* not the warp kernel's routing sizes (use_warp in the launcher) */
+    return gpu_topk_long_reduce(g_ctx, rows, cols, row_stride, offset, k, mode, k_gen_names[mode], sample);
+  if (*rows > 64) {
+    printf("    reduced %lld x %lld k=%d (warp kernel) -> 64 rows; all rows checked\n", (long long)*rows,
+           (long long)cols, k);
+    *rows = 64, *sample = 1;
+  }
+  return true;
+}
+
 /* Runs one call and checks rows [0, rows) (every `sample`-th row and the last one) against the oracle.
  * offset: elements added to the start of the input (offset 1 makes every row misaligned). */
 static void run_case(int64_t rows, int64_t cols, int64_t row_stride, int64_t offset, int32_t k, int mode,
                      int64_t sample, uint64_t seed) {
   if (!gpu_test_part_mine()) return;
+  if (gpu_test_reduced() && !reduce_case(&rows, cols, row_stride, offset, k, mode, &sample)) return;
   const size_t in_elems = (size_t)(rows > 0 ? (rows - 1) * row_stride + cols : 0) + (size_t)offset;
   float *in = malloc(4 * (in_elems ? in_elems : 1));
   for (size_t i = 0; i < in_elems; ++i) in[i] = gen_value(mode, (int64_t)((i - (size_t)offset) % (size_t)row_stride), &seed);
@@ -116,7 +134,9 @@ static void test_warp_path(void **state) {
   run_case(3, 16, 16, 0, 16, GEN_SPECIAL, 1, seed++);
 }
 
-/* Row counts: 0 (no-op), 1, 5, 4096 and 65536 (every 61st / 97th row checked, and the last). */
+/* Row counts: 0 (no-op), 1, 5, 4096 and 65536 (every 61st / 97th row checked, and the last). None makes the
+ * warp kernel's grid loop (that takes over 2^32 rows, see reduce_case), so in reduced mode its 4096- and
+ * 65536-row cases shrink to 64 rows like any other (the 2048-column ones, long-row kernel, to 1 row). */
 static void test_row_counts(void **state) {
   (void)state;
   uint64_t seed = 77;
