@@ -21,7 +21,6 @@
 #include "ops/ops.h"
 #include "safetensors.h"
 
-#define DSV4_PREFILL_CHUNK 4096
 #define DSV4_DECODE_MAX_DEFAULT 64
 
 struct dsv4_router {
@@ -198,7 +197,8 @@ static dsv4_status route(dsv4_router *r, CUstream stream, const float *logits, i
                                   (int32_t *)r->err_count, pdl);
 }
 
-/* Prefill: chunk by chunk, the GEMM into the workspace, then the routing of that chunk. */
+/* Prefill: chunk by chunk, the GEMM into the workspace, then the routing of that chunk. (Launching the routing
+ * with PDL behind cuBLASLt's GEMM was measured on H100: no faster.) */
 static dsv4_status prefill(dsv4_router *r, CUstream stream, const uint16_t *x, const int32_t *tok, int64_t n,
                            float *w, int32_t *ids) {
   const dsv4_router_config *c = &r->cfg;

@@ -151,6 +151,32 @@ static void test_dense_odd_shapes(void **state) {
   dense_shapes(&c, ns, 6, 15);
 }
 
+/* Prefill over more than one chunk (DSV4_PREFILL_CHUNK rows a GEMM call, the logits workspace holding one
+ * chunk): the tokens at both chunk edges, the last one and a sample, against the oracle. */
+static void test_prefill_chunks(void **state) {
+  (void)state;
+  dsv4_router_config c;
+  dsv4_router_config_preset("v4-flash", DSV4_ROUTER_DENSE, &c);
+  const int64_t chunk = DSV4_PREFILL_CHUNK, n = 2 * chunk + 77;
+  model m;
+  model_init(&m, &c, n, 31);
+  dsv4_router *r = make_router(&m, n, -1);
+  float *w = malloc(4 * (size_t)(n * c.top_k));
+  int32_t *ids = malloc(4 * (size_t)(n * c.top_k));
+  assert_non_null(w);
+  assert_non_null(ids);
+  run(r, &m, NULL, 0, n, w, ids);
+  check_many(&m, 0, n, w, ids);
+  const int64_t edges[] = {chunk - 1, chunk, chunk + 1, 2 * chunk - 1, 2 * chunk, 2 * chunk + 1, n - 1};
+  int bad = 0;
+  for (size_t i = 0; i < sizeof edges / sizeof edges[0]; ++i)
+    bad += check_token(&m, edges[i], w + edges[i] * c.top_k, ids + edges[i] * c.top_k);
+  assert_int_equal(bad, 0);
+  dsv4_router_destroy(r);
+  free(w), free(ids);
+  model_free(&m);
+}
+
 /* Determinism (two runs bitwise equal) and batch invariance (a token alone == the same token in a batch of
  * 64, at any position), on the decode path. Then the prefill path: forced by a switch point of 0. */
 static void test_determinism_and_batch_invariance(void **state) {
@@ -351,6 +377,7 @@ int main(void) {
       cmocka_unit_test(test_forward_argument_checks),
       cmocka_unit_test(test_dense_presets),
       cmocka_unit_test(test_dense_odd_shapes),
+      cmocka_unit_test(test_prefill_chunks),
       cmocka_unit_test(test_determinism_and_batch_invariance),
       cmocka_unit_test(test_graph_capture),
       cmocka_unit_test(test_hash_modes_and_error_count),
