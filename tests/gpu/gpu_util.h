@@ -74,8 +74,8 @@ static void gpu_sync(void) { GPU_CHECK(cuCtxSynchronize()); }
     return rc_;                                                                                      \
   } while (0)
 
-/* DSV4_TEST_PART=i/n: a test's cases (the calls of its run_case) are dealt round-robin into n parts and only
- * part i runs; unset, every case runs. For sanitizer runs, which split a slow test over parallel processes
+/* DSV4_TEST_PART=i/n: a test's cases (the calls of its run_case, and each test function that does not use it)
+ * are dealt round-robin into n parts and only part i runs; unset, every case runs. For sanitizer runs, which split a slow test over parallel processes
  * (tests/gpu/sanitize.sh, DSV4_SANITIZE_FILTERS). Each case takes its seed from the caller, so a part runs
  * exactly the cases (and inputs) the whole test would. */
 static inline bool gpu_test_part_mine(void) {
