@@ -80,6 +80,14 @@ DSV4_INTERNAL dsv4_status dsv4_topk_long_plan_for(int64_t rows, int64_t cols, in
 /* The shape dsv4_topk_select's launch takes on ctx's device (loads the kernel; clusters as the device runs them). */
 DSV4_INTERNAL dsv4_status dsv4_topk_long_plan_ctx(dsv4_context *ctx, int64_t rows, int64_t cols, int32_t k,
     dsv4_topk_long_plan *out);
+/* Test hook: the long-row kernel on rows x cols, launched with the plan dsv4_topk_select takes for plan_rows
+ * (>= rows) rows - the same kernel, cluster, slice, key width, buffers and shared memory - its grid cut to the
+ * rows given. The output is what dsv4_topk_select gives (the plan changes the speed, never the result). For
+ * sanitizer runs (tests/gpu, DSV4_TEST_REDUCED): a plan only many rows choose (one block per row, clusters of
+ * 2) runs on one row. */
+DSV4_INTERNAL dsv4_status dsv4_topk_long_enqueue_planned(dsv4_context *ctx, CUstream stream, int64_t plan_rows,
+    const float *scores, int64_t rows, int64_t cols, int64_t row_stride, int32_t k, float *out_values,
+    int32_t *out_indices);
 
 /* activation_topk.cu (one slab) and activation_topk_slabs.cu (several): dense routing from FP32 logits. The
  * logits are `num_splits` partial slabs

@@ -234,12 +234,15 @@ dsv4_status dsv4_topk_long_plan_ctx(dsv4_context *ctx, int64_t rows, int64_t col
   return s;
 }
 
-/* With ctx current: the long-row kernel. */
-static dsv4_status launch_long(dsv4_context *ctx, CUstream stream, const float *scores, int64_t rows, int64_t cols,
-                               int64_t row_stride, int32_t k, float *out_values, int32_t *out_indices) {
+/* With ctx current: the long-row kernel on `rows` rows, launched as it is for plan_rows (>= rows) rows: the
+ * same plan, the grid cut to the rows given. */
+static dsv4_status launch_long(dsv4_context *ctx, CUstream stream, int64_t plan_rows, const float *scores,
+                               int64_t rows, int64_t cols, int64_t row_stride, int32_t k, float *out_values,
+                               int32_t *out_indices) {
   CUfunction fn = NULL;
   dsv4_topk_long_plan plan;
-  DSV4_TRY(long_setup(ctx, rows, cols, k, &fn, &plan));
+  DSV4_TRY(long_setup(ctx, plan_rows, cols, k, &fn, &plan));
+  if (rows < plan_rows && (int64_t)plan.grid > rows * plan.cluster) plan.grid = (unsigned)(rows * plan.cluster);
   int ncols = (int)cols, slice = plan.slice, dense = plan.dense, cap = plan.cand_cap, wide = plan.key_bits == 32;
   void *args[] = {&scores, &rows, &ncols, &row_stride, &k, &out_values, &out_indices, &slice, &dense, &cap, &wide};
   if (plan.cluster == 1)
@@ -280,7 +283,7 @@ dsv4_status dsv4_topk_select_enqueue(dsv4_context *ctx, CUstream stream, const f
     s = dsv4_launch(ctx, fn, (unsigned)grid, 32 * WARP_ROWS_PER_BLOCK, 0, stream, args, "launching topk_select_warp");
   } else {
     DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
-    s = launch_long(ctx, stream, scores, rows, cols, row_stride, k, out_values, out_indices);
+    s = launch_long(ctx, stream, rows, scores, rows, cols, row_stride, k, out_values, out_indices);
   }
   dsv4_ctx_leave(ctx, pushed);
   return s;
@@ -291,4 +294,19 @@ dsv4_status dsv4_topk_select(dsv4_context *ctx, CUstream stream, const float *sc
   DSV4_TRY(dsv4_topk_select_check("dsv4_topk_select", ctx, scores, rows, cols, row_stride, k, out_values,
                                   out_indices));
   return dsv4_topk_select_enqueue(ctx, stream, scores, rows, cols, row_stride, k, out_values, out_indices);
+}
+
+dsv4_status dsv4_topk_long_enqueue_planned(dsv4_context *ctx, CUstream stream, int64_t plan_rows, const float *scores,
+                                           int64_t rows, int64_t cols, int64_t row_stride, int32_t k,
+                                           float *out_values, int32_t *out_indices) {
+  static const char *fn = "dsv4_topk_long_enqueue_planned";
+  DSV4_TRY(dsv4_topk_select_check(fn, ctx, scores, rows, cols, row_stride, k, out_values, out_indices));
+  DSV4_CHECK_ARG(!use_warp(cols, k), fn, "cols", "and k take the warp kernel, not the long-row one");
+  DSV4_CHECK_ARG(plan_rows >= rows, fn, "plan_rows", "is below rows");
+  if (rows == 0) return DSV4_OK;
+  bool pushed = false;
+  DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
+  dsv4_status s = launch_long(ctx, stream, plan_rows, scores, rows, cols, row_stride, k, out_values, out_indices);
+  dsv4_ctx_leave(ctx, pushed);
+  return s;
 }

@@ -61,6 +61,7 @@ static void gpu_sync(void) { GPU_CHECK(cuCtxSynchronize()); }
  * current, runs the cmocka group `tests` and releases the context; returns from main with cmocka's status. */
 #define GPU_RUN_TESTS(ctx, tests)                                                                    \
   do {                                                                                               \
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a run killed by a timeout still shows how far it got */      \
     printf("device: %s (%s, %d SMs)\n", (ctx)->name, dsv4_context_arch(ctx), (ctx)->sm_count);      \
     bool pushed_ = false;                                                                            \
     if (dsv4_ctx_enter((ctx), &pushed_) != DSV4_OK) {                                                \
@@ -75,7 +76,8 @@ static void gpu_sync(void) { GPU_CHECK(cuCtxSynchronize()); }
   } while (0)
 
 /* DSV4_TEST_PART=i/n: a test's cases (the calls of its run_case, and each test function that does not use it)
- * are dealt round-robin into n parts and only part i runs; unset, every case runs. For sanitizer runs, which split a slow test over parallel processes
+ * are dealt round-robin into n parts and only part i runs; unset, every case runs. For sanitizer runs, which
+ * split a slow test over parallel processes
  * (tests/gpu/sanitize.sh, DSV4_SANITIZE_FILTERS). Each case takes its seed from the caller, so a part runs
  * exactly the cases (and inputs) the whole test would. */
 static inline bool gpu_test_part_mine(void) {
@@ -93,8 +95,8 @@ static inline bool gpu_test_part_mine(void) {
   return next++ % parts == part;
 }
 
-/* DSV4_TEST_REDUCED=1: the topk tests run each case on the fewest rows that launch the kernel in the same shape
- * and skip a shape they already ran (gpu_topk_long_reduce; the warp path of test_gpu_topk_select keeps at most
+/* DSV4_TEST_REDUCED=1: the topk tests run each long-row case on one row with the launch plan of the full case
+ * and skip a plan they already ran (gpu_topk_long_reduce; the warp path of test_gpu_topk_select keeps at most
  * 64 rows). For racecheck, which instruments every shared-memory access: the full cases (up to 2^25 elements)
  * take far longer than a sanitizer run may (tests/gpu/sanitize.sh sets it for racecheck). Read once; unset,
  * empty or "0" is off. */
@@ -103,7 +105,7 @@ static inline bool gpu_test_reduced(void) {
   if (on < 0) {
     const char *e = getenv("DSV4_TEST_REDUCED");
     on = e && *e && strcmp(e, "0") != 0;
-    if (on) printf("DSV4_TEST_REDUCED=%s: each case on the fewest rows of its launch plan, repeats skipped\n", e);
+    if (on) printf("DSV4_TEST_REDUCED=%s: each long-row case on one row with its own launch plan, repeats skipped\n", e);
   }
   return on == 1;
 }
@@ -113,16 +115,16 @@ static inline bool gpu_test_reduced(void) {
  * paths follow from its launch plan (threads, cluster, slice, cached prefix, key width, candidate capacity,
  * shared memory: the template and the branches it takes) and from the data; the row count only picks the plan
  * (a row is split over a cluster while all the row clusters fit one wave) and the grid, one row per cluster.
- * So *rows becomes the fewest rows whose plan equals the original's in every field but grid (r = 1, 2, ... and
- * the first whose plan compares equal, so nothing is assumed about how the plan varies with rows; none: the
- * case keeps its rows). The tests generate the input in order from the case's seed, so the reduced rows are
- * the original's first rows; *sample becomes 1 and every one is checked. Returns false (skip the case) when
- * the same plan already ran here with the same cols, k, generator, strided-or-not and offset-or-not: another
- * seed of the same shape and data kind runs the same code. Call it after gpu_test_part_mine() (every part
- * must deal the same cases); the table is per process, so each part skips only repeats of its own cases. */
-static inline bool gpu_topk_long_reduce(dsv4_context *ctx, int64_t *rows, int64_t cols, int64_t row_stride,
-                                        int64_t offset, int32_t k, int mode, const char *mode_name,
-                                        int64_t *sample) {
+ * So the case runs on its first row (*rows = 1, every row checked: *sample = 1) with the full case's plan
+ * (*plan_rows = the original rows: launch with dsv4_topk_long_enqueue_planned). The tests generate the input in
+ * order from the case's seed, so that row is the original's first. Returns false (skip the case) when the same
+ * plan already ran here with the same cols, k, generator, strided-or-not and offset-or-not: another seed of the
+ * same shape and data kind runs the same code. Call it after gpu_test_part_mine() (every part must deal the same
+ * cases); the table is per process, so each part skips only repeats of its own cases. */
+static inline bool gpu_topk_long_reduce(dsv4_context *ctx, int64_t *rows, int64_t *plan_rows, int64_t cols,
+                                        int64_t row_stride, int64_t offset, int32_t k, int mode,
+                                        const char *mode_name, int64_t *sample) {
+  *plan_rows = *rows;
   if (*rows < 1) return true;   /* no launch: nothing to reduce */
   dsv4_topk_long_plan want;
   const dsv4_status st = dsv4_topk_long_plan_ctx(ctx, *rows, cols, k, &want);
@@ -151,22 +153,10 @@ static inline bool gpu_topk_long_reduce(dsv4_context *ctx, int64_t *rows, int64_
     seen[nseen].strided = strided, seen[nseen].offset = offs;
     ++nseen;
   }
-  int64_t r = 1;
-  unsigned g = 0;
-  for (; r < *rows; ++r) {
-    dsv4_topk_long_plan p;
-    if (dsv4_topk_long_plan_ctx(ctx, r, cols, k, &p) != DSV4_OK) continue;
-    g = p.grid, p.grid = 0;
-    if (memcmp(&p, &want, sizeof p) == 0) break;
-  }
-  if (r < *rows) {
-    printf("    reduced %lld x %lld k=%d %s%s -> %lld rows: the same plan, grid %u instead of %u; all rows checked\n",
-           (long long)*rows, (long long)cols, k, mode_name, layout, (long long)r, g, grid);
-    *rows = r, *sample = 1;
-  } else if (*rows > 1) {
-    printf("    reduced %lld x %lld k=%d %s%s: no fewer rows give the same plan, all kept\n", (long long)*rows,
-           (long long)cols, k, mode_name, layout);
-  }
+  if (*rows > 1)
+    printf("    reduced %lld x %lld k=%d %s%s -> 1 row, the same plan (%d threads, cluster %d), grid %d instead of %u\n",
+           (long long)*rows, (long long)cols, k, mode_name, layout, want.threads, want.cluster, want.cluster, grid);
+  *rows = 1, *sample = 1;
   return true;
 }
 

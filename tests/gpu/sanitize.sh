@@ -23,13 +23,13 @@
 #                          PATTERN@N splits that run into N parallel runs, run i with DSV4_TEST_PART=i/N (the
 #                          topk tests deal their cases round-robin into the parts), e.g. '*:test_gpu_topk_long=*@8'
 #   DSV4_TEST_REDUCED      racecheck runs get DSV4_TEST_REDUCED=1 unless it is set here (then every tool gets
-#                          the caller's value; 0: full size). The topk tests then run each long-row case on the
-#                          fewest rows that launch the kernel with the same plan (threads, cluster, slice, key
-#                          width, candidates, shared memory: only the grid differs), every row checked, skip a
-#                          plan already run with the same cols, k and data kind, and give the warp kernel at most
-#                          64 rows, so every kernel code path still runs (tests/gpu/gpu_util.h). Racecheck
-#                          instruments every shared-memory access: at full size (up to 2^25 elements a case)
-#                          each twelfth of test_gpu_topk_long ran past 400 s
+#                          the caller's value; 0: full size). The topk tests then run each long-row case on its
+#                          first row, launched with the full case's plan (threads, cluster, slice, key width,
+#                          candidates, shared memory: only the grid differs; dsv4_topk_long_enqueue_planned),
+#                          skip a plan already run with the same cols, k and data kind, and give the warp kernel
+#                          at most 64 rows, so every kernel code path still runs (tests/gpu/gpu_util.h).
+#                          Racecheck instruments every shared-memory access: at full size (up to 2^25 elements a
+#                          case) each twelfth of test_gpu_topk_long ran past 400 s
 #   DSV4_SANITIZE_KERNELS  racecheck, initcheck and synccheck check only kernels whose mangled name holds this
 #                          substring (default "dsv4": this library's kernels, not cuBLASLt's); "all" for every
 #                          kernel. memcheck always checks every kernel (a bad pointer handed to cuBLASLt shows

@@ -99,13 +99,14 @@ static void print_plan(int64_t rows, int64_t cols, int32_t k) {
 /* One shape: rows x cols (rows row_stride apart, the input starting `offset` floats into its buffer), k. Runs
  * the op twice (outputs poisoned before each), checks the two results are bitwise equal and that nothing was
  * written past rows*k, and checks every `sample`-th row and the last against the oracle. DSV4_TEST_REDUCED
- * (racecheck): the fewest rows of the same launch plan, every one checked, and a plan already run with the same
+ * (racecheck): the first row alone, launched with the full case's plan, and a plan already run with the same
  * data kind skipped (gpu_topk_long_reduce). */
 static void run_case(int64_t rows, int64_t cols, int64_t row_stride, int64_t offset, int32_t k, int mode,
                      int64_t sample, uint64_t seed) {
   if (!gpu_test_part_mine()) return;
+  int64_t plan_rows = rows;
   if (gpu_test_reduced() &&
-      !gpu_topk_long_reduce(g_ctx, &rows, cols, row_stride, offset, k, mode, k_gen_names[mode], &sample))
+      !gpu_topk_long_reduce(g_ctx, &rows, &plan_rows, cols, row_stride, offset, k, mode, k_gen_names[mode], &sample))
     return;
   const size_t in_elems = (size_t)((rows - 1) * row_stride + cols) + (size_t)offset;
   float *in = malloc(4 * in_elems);
@@ -120,8 +121,11 @@ static void run_case(int64_t rows, int64_t cols, int64_t row_stride, int64_t off
   for (int run = 0; run < 2; ++run) {
     gpu_poison(d_v, 4 * (out + pad));
     gpu_poison(d_i, 4 * (out + pad));
-    dsv4_status st = dsv4_topk_select(g_ctx, NULL, (const float *)(d_in + 4 * (size_t)offset), rows, cols, row_stride,
-                                      k, (float *)d_v, (int32_t *)d_i);
+    const float *src = (const float *)(d_in + 4 * (size_t)offset);
+    dsv4_status st = plan_rows > rows ? dsv4_topk_long_enqueue_planned(g_ctx, NULL, plan_rows, src, rows, cols,
+                                                                       row_stride, k, (float *)d_v, (int32_t *)d_i)
+                                      : dsv4_topk_select(g_ctx, NULL, src, rows, cols, row_stride, k, (float *)d_v,
+                                                         (int32_t *)d_i);
     if (st != DSV4_OK) fprintf(stderr, "dsv4_topk_select: %s\n", dsv4_last_error());
     assert_int_equal(st, DSV4_OK);
     gpu_sync();

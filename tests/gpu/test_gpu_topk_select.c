@@ -49,20 +49,22 @@ static uint32_t bits(float f) {
   return u;
 }
 
-/* DSV4_TEST_REDUCED (racecheck, gpu_util.h): the long-row kernel's cases shrink to the fewest rows of the same
- * launch plan, repeats skipped (gpu_topk_long_reduce); the warp kernel's keep at most 64 rows (16 blocks of
+/* DSV4_TEST_REDUCED (racecheck, gpu_util.h): the long-row kernel's cases run on their first row with the full
+ * case's launch plan (*plan_rows), repeats skipped (gpu_topk_long_reduce); the warp kernel's keep at most 64 rows (16 blocks of
  * 4 warps, a row per warp as at any row count: its grid-stride loop over rows takes a second trip only past
  * 2^32 rows, the grid being capped at 2^30 blocks in runtime/ops/topk_select.c, which no test reaches).
  * Returns false to skip the case. */
-static bool reduce_case(int64_t *rows, int64_t cols, int64_t row_stride, int64_t offset, int32_t k, int mode,
-                        int64_t *sample) {
+static bool reduce_case(int64_t *rows, int64_t *plan_rows, int64_t cols, int64_t row_stride, int64_t offset,
+                        int32_t k, int mode, int64_t *sample) {
   if (cols > 1024 || k > 16)   /* not the warp kernel's routing sizes (use_warp in the launcher) */
-    return gpu_topk_long_reduce(g_ctx, rows, cols, row_stride, offset, k, mode, k_gen_names[mode], sample);
+    return gpu_topk_long_reduce(g_ctx, rows, plan_rows, cols, row_stride, offset, k, mode, k_gen_names[mode],
+                                sample);
   if (*rows > 64) {
     printf("    reduced %lld x %lld k=%d (warp kernel) -> 64 rows; all rows checked\n", (long long)*rows,
            (long long)cols, k);
     *rows = 64, *sample = 1;
   }
+  *plan_rows = *rows;   /* the warp kernel has no plan to keep: a plain call */
   return true;
 }
 
@@ -71,7 +73,8 @@ static bool reduce_case(int64_t *rows, int64_t cols, int64_t row_stride, int64_t
 static void run_case(int64_t rows, int64_t cols, int64_t row_stride, int64_t offset, int32_t k, int mode,
                      int64_t sample, uint64_t seed) {
   if (!gpu_test_part_mine()) return;
-  if (gpu_test_reduced() && !reduce_case(&rows, cols, row_stride, offset, k, mode, &sample)) return;
+  int64_t plan_rows = rows;
+  if (gpu_test_reduced() && !reduce_case(&rows, &plan_rows, cols, row_stride, offset, k, mode, &sample)) return;
   const size_t in_elems = (size_t)(rows > 0 ? (rows - 1) * row_stride + cols : 0) + (size_t)offset;
   float *in = malloc(4 * (in_elems ? in_elems : 1));
   for (size_t i = 0; i < in_elems; ++i) in[i] = gen_value(mode, (int64_t)((i - (size_t)offset) % (size_t)row_stride), &seed);
@@ -80,8 +83,11 @@ static void run_case(int64_t rows, int64_t cols, int64_t row_stride, int64_t off
   gpu_upload(d_in, in, 4 * in_elems);
   gpu_poison(d_v, 4 * (out + pad));
   gpu_poison(d_i, 4 * (out + pad));
-  dsv4_status st = dsv4_topk_select(g_ctx, NULL, (const float *)(d_in + 4 * (size_t)offset), rows, cols, row_stride,
-                                    k, (float *)d_v, (int32_t *)d_i);
+  const float *src = (const float *)(d_in + 4 * (size_t)offset);
+  dsv4_status st = plan_rows > rows ? dsv4_topk_long_enqueue_planned(g_ctx, NULL, plan_rows, src, rows, cols,
+                                                                     row_stride, k, (float *)d_v, (int32_t *)d_i)
+                                    : dsv4_topk_select(g_ctx, NULL, src, rows, cols, row_stride, k, (float *)d_v,
+                                                       (int32_t *)d_i);
   if (st != DSV4_OK) fprintf(stderr, "dsv4_topk_select: %s\n", dsv4_last_error());
   assert_int_equal(st, DSV4_OK);
   gpu_sync();
