@@ -22,6 +22,18 @@ static dsv4_status elapsed_us(const dsv4_driver *drv, CUevent a, CUevent b, doub
   return DSV4_OK;
 }
 
+/* A graph of `calls` launches of fn, captured on stream and instantiated. */
+static dsv4_status capture(const dsv4_driver *drv, CUstream stream, dsv4_launch_fn fn, void *user, int calls,
+                           CUgraph *g, CUgraphExec *ge) {
+  CU(cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture");
+  dsv4_status s = DSV4_OK;
+  for (int i = 0; i < calls && s == DSV4_OK; ++i) s = fn(user, stream);
+  CUresult r = drv->cuStreamEndCapture(stream, g);
+  if (s == DSV4_OK && r != CUDA_SUCCESS) s = dsv4_cu_fail(r, "cuStreamEndCapture");
+  if (s == DSV4_OK && (r = drv->cuGraphInstantiate(ge, *g, 0)) != CUDA_SUCCESS) s = dsv4_cu_fail(r, "cuGraphInstantiate");
+  return s;
+}
+
 dsv4_status dsv4_time_launches(const dsv4_driver *drv, CUstream stream, dsv4_launch_fn fn, void *user, int calls,
                                int reps, size_t flush_bytes, dsv4_timing *out) {
   CUevent a, b;
@@ -33,14 +45,7 @@ dsv4_status dsv4_time_launches(const dsv4_driver *drv, CUstream stream, dsv4_lau
   /* Graph of `calls` launches. */
   CUgraph g = NULL;
   CUgraphExec ge = NULL;
-  if (s == DSV4_OK) {
-    CUresult r = drv->cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
-    if (r != CUDA_SUCCESS) s = dsv4_cu_fail(r, "cuStreamBeginCapture");
-    for (int i = 0; i < calls && s == DSV4_OK; ++i) s = fn(user, stream);
-    r = drv->cuStreamEndCapture(stream, &g);
-    if (s == DSV4_OK && r != CUDA_SUCCESS) s = dsv4_cu_fail(r, "cuStreamEndCapture");
-    if (s == DSV4_OK && (r = drv->cuGraphInstantiate(&ge, g, 0)) != CUDA_SUCCESS) s = dsv4_cu_fail(r, "cuGraphInstantiate");
-  }
+  if (s == DSV4_OK) s = capture(drv, stream, fn, user, calls, &g, &ge);
   if (s == DSV4_OK) {
     drv->cuGraphLaunch(ge, stream);
     for (int i = 0; i < reps && s == DSV4_OK; ++i) {
@@ -80,6 +85,42 @@ dsv4_status dsv4_time_launches(const dsv4_driver *drv, CUstream stream, dsv4_lau
   free(t);
   drv->cuEventDestroy(a);
   drv->cuEventDestroy(b);
+  return s;
+}
+
+dsv4_status dsv4_time_pair(const dsv4_driver *drv, CUstream stream, dsv4_launch_fn fa, void *ua, dsv4_launch_fn fb,
+                           void *ub, int calls, int reps, double *a_us, double *b_us, double *ratio) {
+  CUevent e[3];
+  for (int i = 0; i < 3; ++i) CU(cuEventCreate(&e[i], CU_EVENT_DEFAULT), "cuEventCreate");
+  double *t = malloc(sizeof(double) * 3 * (size_t)reps);
+  CUgraph g[2] = {NULL, NULL};
+  CUgraphExec ge[2] = {NULL, NULL};
+  dsv4_status s = t ? DSV4_OK : dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "dsv4_time_pair");
+  for (int i = 0; i < 5 && s == DSV4_OK; ++i) s = fa(ua, stream);   /* warm-up */
+  for (int i = 0; i < 5 && s == DSV4_OK; ++i) s = fb(ub, stream);
+  if (s == DSV4_OK) s = capture(drv, stream, fa, ua, calls, &g[0], &ge[0]);
+  if (s == DSV4_OK) s = capture(drv, stream, fb, ub, calls, &g[1], &ge[1]);
+  if (s == DSV4_OK) drv->cuGraphLaunch(ge[0], stream), drv->cuGraphLaunch(ge[1], stream);
+  for (int i = 0; i < reps && s == DSV4_OK; ++i) {
+    drv->cuEventRecord(e[0], stream);
+    drv->cuGraphLaunch(ge[0], stream);
+    drv->cuEventRecord(e[1], stream);
+    drv->cuGraphLaunch(ge[1], stream);
+    drv->cuEventRecord(e[2], stream);
+    double ta = 0, tb = 0;
+    s = elapsed_us(drv, e[0], e[1], &ta);
+    if (s == DSV4_OK) s = elapsed_us(drv, e[1], e[2], &tb);
+    t[i] = ta / calls, t[reps + i] = tb / calls, t[2 * reps + i] = ta / tb;
+  }
+  if (s == DSV4_OK) {
+    *a_us = dsv4_median(t, reps), *b_us = dsv4_median(t + reps, reps), *ratio = dsv4_median(t + 2 * reps, reps);
+  }
+  for (int i = 0; i < 2; ++i) {
+    if (ge[i]) drv->cuGraphExecDestroy(ge[i]);
+    if (g[i]) drv->cuGraphDestroy(g[i]);
+  }
+  free(t);
+  for (int i = 0; i < 3; ++i) drv->cuEventDestroy(e[i]);
   return s;
 }
 

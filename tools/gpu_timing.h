@@ -17,6 +17,12 @@ typedef struct dsv4_timing {
 dsv4_status dsv4_time_launches(const dsv4_driver *drv, CUstream stream, dsv4_launch_fn fn, void *user, int calls,
                                int reps, size_t flush_bytes, dsv4_timing *out);
 
+/* fa against fb under the same clocks and heat: `reps` rounds, each replaying a graph of `calls` launches of fa
+ * and then one of fb. Per call: the median of fa's times, of fb's, and of the rounds' ratios fa / fb (a long
+ * GEMM's time drifts by several per cent between separate measurements; the paired ratio does not). */
+dsv4_status dsv4_time_pair(const dsv4_driver *drv, CUstream stream, dsv4_launch_fn fa, void *ua, dsv4_launch_fn fb,
+                           void *ub, int calls, int reps, double *a_us, double *b_us, double *ratio);
+
 /* Device-to-device copy bandwidth in GB/s (bytes read + bytes written), median of reps copies. */
 dsv4_status dsv4_copy_bandwidth(const dsv4_driver *drv, CUstream stream, size_t bytes, int reps, double *gbps);
 
