@@ -560,6 +560,10 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[i], "--reps")) g_reps = atoi(argv[i + 1]);
     if (!strcmp(argv[i], "--only")) g_only = argv[i + 1];
   }
+  if (g_calls < 1 || g_reps < 1) {
+    fprintf(stderr, "dsv4-bench: --calls and --reps must be at least 1\n");
+    return 2;
+  }
   dsv4_context *ctx = NULL;
   dsv4_status s = dsv4_context_create(0, &ctx);
   if (s != DSV4_OK) {
@@ -603,7 +607,7 @@ int main(int argc, char **argv) {
   if (want("act")) {
     bench_activation_topk(ctx, stream, 16384, 384, 6, gbps);
     bench_activation_topk(ctx, stream, 16384, 256, 6, gbps);
-    bench_activation_topk(ctx, stream, 4096, 384, 6, gbps);   /* one prefill chunk of the router */
+    bench_activation_topk(ctx, stream, 4096, 384, 6, gbps);   /* the routing of a 4096-token prefill */
   }
   if (want("long")) {
     bench_topk_select(ctx, stream, 64, 131072, 512, gbps);

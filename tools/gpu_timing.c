@@ -30,7 +30,8 @@ static dsv4_status capture(const dsv4_driver *drv, CUstream stream, dsv4_launch_
   for (int i = 0; i < calls && s == DSV4_OK; ++i) s = fn(user, stream);
   CUresult r = drv->cuStreamEndCapture(stream, g);
   if (s == DSV4_OK && r != CUDA_SUCCESS) s = dsv4_cu_fail(r, "cuStreamEndCapture");
-  if (s == DSV4_OK && (r = drv->cuGraphInstantiate(ge, *g, 0)) != CUDA_SUCCESS) s = dsv4_cu_fail(r, "cuGraphInstantiate");
+  if (s == DSV4_OK && (r = drv->cuGraphInstantiate(ge, *g, 0)) != CUDA_SUCCESS)
+    s = dsv4_cu_fail(r, "cuGraphInstantiate");
   return s;
 }
 
@@ -90,26 +91,37 @@ dsv4_status dsv4_time_launches(const dsv4_driver *drv, CUstream stream, dsv4_lau
 
 dsv4_status dsv4_time_pair(const dsv4_driver *drv, CUstream stream, dsv4_launch_fn fa, void *ua, dsv4_launch_fn fb,
                            void *ub, int calls, int reps, double *a_us, double *b_us, double *ratio) {
-  CUevent e[3];
-  for (int i = 0; i < 3; ++i) CU(cuEventCreate(&e[i], CU_EVENT_DEFAULT), "cuEventCreate");
+  if (calls < 1 || reps < 1) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "dsv4_time_pair: calls and reps must be >= 1");
+  CUevent e[3] = {NULL, NULL, NULL};
   double *t = malloc(sizeof(double) * 3 * (size_t)reps);
   CUgraph g[2] = {NULL, NULL};
   CUgraphExec ge[2] = {NULL, NULL};
   dsv4_status s = t ? DSV4_OK : dsv4_fail(DSV4_ERR_OUT_OF_MEMORY, "dsv4_time_pair");
+  for (int i = 0; i < 3 && s == DSV4_OK; ++i) {
+    CUresult r = drv->cuEventCreate(&e[i], CU_EVENT_DEFAULT);
+    if (r != CUDA_SUCCESS) s = dsv4_cu_fail(r, "cuEventCreate");
+  }
   for (int i = 0; i < 5 && s == DSV4_OK; ++i) s = fa(ua, stream);   /* warm-up */
   for (int i = 0; i < 5 && s == DSV4_OK; ++i) s = fb(ub, stream);
   if (s == DSV4_OK) s = capture(drv, stream, fa, ua, calls, &g[0], &ge[0]);
   if (s == DSV4_OK) s = capture(drv, stream, fb, ub, calls, &g[1], &ge[1]);
-  if (s == DSV4_OK) drv->cuGraphLaunch(ge[0], stream), drv->cuGraphLaunch(ge[1], stream);
-  for (int i = 0; i < reps && s == DSV4_OK; ++i) {
-    drv->cuEventRecord(e[0], stream);
-    drv->cuGraphLaunch(ge[0], stream);
-    drv->cuEventRecord(e[1], stream);
-    drv->cuGraphLaunch(ge[1], stream);
-    drv->cuEventRecord(e[2], stream);
-    double ta = 0, tb = 0;
-    s = elapsed_us(drv, e[0], e[1], &ta);
-    if (s == DSV4_OK) s = elapsed_us(drv, e[1], e[2], &tb);
+  /* Rounds alternate the order (A B, then B A) so that neither side always runs first after the host's wait. */
+  for (int i = -1; i < reps && s == DSV4_OK; ++i) {   /* round -1: one untimed replay of each */
+    const int first = i & 1;   /* 0: A first */
+    CUresult r = drv->cuEventRecord(e[0], stream);
+    if (r == CUDA_SUCCESS) r = drv->cuGraphLaunch(ge[first], stream);
+    if (r == CUDA_SUCCESS) r = drv->cuEventRecord(e[1], stream);
+    if (r == CUDA_SUCCESS) r = drv->cuGraphLaunch(ge[!first], stream);
+    if (r == CUDA_SUCCESS) r = drv->cuEventRecord(e[2], stream);
+    if (r != CUDA_SUCCESS) {
+      s = dsv4_cu_fail(r, "dsv4_time_pair: replaying the graphs");
+      break;
+    }
+    double t1 = 0, t2 = 0;
+    s = elapsed_us(drv, e[0], e[1], &t1);
+    if (s == DSV4_OK) s = elapsed_us(drv, e[1], e[2], &t2);
+    if (i < 0) continue;
+    const double ta = first ? t2 : t1, tb = first ? t1 : t2;
     t[i] = ta / calls, t[reps + i] = tb / calls, t[2 * reps + i] = ta / tb;
   }
   if (s == DSV4_OK) {
@@ -120,7 +132,8 @@ dsv4_status dsv4_time_pair(const dsv4_driver *drv, CUstream stream, dsv4_launch_
     if (g[i]) drv->cuGraphDestroy(g[i]);
   }
   free(t);
-  for (int i = 0; i < 3; ++i) drv->cuEventDestroy(e[i]);
+  for (int i = 0; i < 3; ++i)
+    if (e[i]) drv->cuEventDestroy(e[i]);
   return s;
 }
 

@@ -18,8 +18,9 @@ dsv4_status dsv4_time_launches(const dsv4_driver *drv, CUstream stream, dsv4_lau
                                int reps, size_t flush_bytes, dsv4_timing *out);
 
 /* fa against fb under the same clocks and heat: `reps` rounds, each replaying a graph of `calls` launches of fa
- * and then one of fb. Per call: the median of fa's times, of fb's, and of the rounds' ratios fa / fb (a long
- * GEMM's time drifts by several per cent between separate measurements; the paired ratio does not). */
+ * and one of fb back to back, the order alternating between rounds. Per call: the median of fa's times, of
+ * fb's, and of the rounds' ratios fa / fb (a long GEMM's time drifts by several per cent between separate
+ * measurements; the paired ratio drifts much less). calls, reps >= 1. */
 dsv4_status dsv4_time_pair(const dsv4_driver *drv, CUstream stream, dsv4_launch_fn fa, void *ua, dsv4_launch_fn fb,
                            void *ub, int calls, int reps, double *a_us, double *b_us, double *ratio);
 

@@ -385,7 +385,7 @@ class RouterTest(GpuCase):
             w, bias, _ = make_weights(cfg, 11, DEV)
             r = T.make_router(cfg, DEV, gate_weight=w, bias=bias, max_tokens=5000)
             try:
-                for n in (1, 8, 64, 65, 300, 4097, 5000):   # decode, cuBLASLt prefill, chunked prefill
+                for n in (1, 8, 64, 65, 300, 4097, 5000):   # decode, cuBLASLt prefill (one chunk)
                     with self.subTest(preset=preset, n=n):
                         self.dense_check(r, cfg, w, bias, n, seed=n)
                 with self.assertRaises(dsv4.InvalidArgumentError):

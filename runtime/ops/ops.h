@@ -80,6 +80,8 @@ DSV4_INTERNAL dsv4_status dsv4_topk_long_plan_for(int64_t rows, int64_t cols, in
 /* The shape dsv4_topk_select's launch takes on ctx's device (loads the kernel; clusters as the device runs them). */
 DSV4_INTERNAL dsv4_status dsv4_topk_long_plan_ctx(dsv4_context *ctx, int64_t rows, int64_t cols, int32_t k,
     dsv4_topk_long_plan *out);
+/* Whether dsv4_topk_select takes the warp kernel (topk_select.cu) for rows of cols values and this k. */
+DSV4_INTERNAL bool dsv4_topk_select_uses_warp(int64_t cols, int32_t k);
 /* Test hook: the long-row kernel on rows x cols, launched with the plan dsv4_topk_select takes for plan_rows
  * (>= rows) rows - the same kernel, cluster, slice, key width, buffers and shared memory - its grid cut to the
  * rows given. The output is what dsv4_topk_select gives (the plan changes the speed, never the result). For
@@ -167,11 +169,12 @@ DSV4_INTERNAL dsv4_status dsv4_gate_decode_enqueue_ex(dsv4_context *ctx, CUstrea
 
 /* The kernels a router with cfg uses (precompile, prepare). Returns the count written to specs. */
 #define DSV4_MAX_ROUTER_KERNELS 16
-/* Rows per cuBLASLt GEMM call on the router's prefill path: its logits workspace holds one chunk (chunk * E
- * floats: 25 MB at E = 384), whatever N; prepare(max_tokens) sizes it for min(max_tokens, chunk) rows. 16384
- * measured on H100 (v4-pro, N = 16384): one routing launch instead of four saves ~10 us (1.17x -> 1.10x the
- * GEMM alone). A build may set another (-DDSV4_PREFILL_CHUNK=...); dsv4-bench times the GEMM alone with the
- * same chunks. */
+/* Rows per cuBLASLt GEMM call on the router's prefill path, whatever N: the router's logits workspace holds
+ * max(splits * min(max_tokens, decode_max), min(max_tokens, chunk)) rows of E floats (25 MB for v4-pro once
+ * max_tokens >= 16384). 16384 rather than 4096 measured on H100 (v4-pro, N = 16384, paired with the GEMM
+ * alone): one routing launch instead of four, 1.26x -> 1.21x the GEMM alone. Another value must reach the
+ * library, the tests and dsv4-bench alike (CMAKE_C_FLAGS=-DDSV4_PREFILL_CHUNK=...): the router tests put
+ * their chunk edges there and the bench times the GEMM alone in the same chunks. */
 #ifndef DSV4_PREFILL_CHUNK
 #define DSV4_PREFILL_CHUNK 16384
 #endif

@@ -25,7 +25,8 @@
 #define LONG_MIN_POOL 1024         /* 4 * kTlRankSortMax: the counting sort's scratch */
 #define STATIC_SMEM_LIMIT (48 * 1024)
 
-static bool use_warp(int64_t cols, int32_t k) { return cols <= WARP_MAX_COLS && k <= WARP_MAX_K; }
+bool dsv4_topk_select_uses_warp(int64_t cols, int32_t k) { return cols <= WARP_MAX_COLS && k <= WARP_MAX_K; }
+static bool use_warp(int64_t cols, int32_t k) { return dsv4_topk_select_uses_warp(cols, k); }
 
 static int pow2_at_least(int32_t k) {
   int p = 1;
@@ -242,7 +243,7 @@ static dsv4_status launch_long(dsv4_context *ctx, CUstream stream, int64_t plan_
   CUfunction fn = NULL;
   dsv4_topk_long_plan plan;
   DSV4_TRY(long_setup(ctx, plan_rows, cols, k, &fn, &plan));
-  if (rows < plan_rows && (int64_t)plan.grid > rows * plan.cluster) plan.grid = (unsigned)(rows * plan.cluster);
+  if ((int64_t)plan.grid > rows * plan.cluster) plan.grid = (unsigned)(rows * plan.cluster);
   int ncols = (int)cols, slice = plan.slice, dense = plan.dense, cap = plan.cand_cap, wide = plan.key_bits == 32;
   void *args[] = {&scores, &rows, &ncols, &row_stride, &k, &out_values, &out_indices, &slice, &dense, &cap, &wide};
   if (plan.cluster == 1)

@@ -61,7 +61,7 @@ static void gpu_sync(void) { GPU_CHECK(cuCtxSynchronize()); }
  * current, runs the cmocka group `tests` and releases the context; returns from main with cmocka's status. */
 #define GPU_RUN_TESTS(ctx, tests)                                                                    \
   do {                                                                                               \
-    setvbuf(stdout, NULL, _IOLBF, 0); /* a run killed by a timeout still shows how far it got */      \
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a run killed by a timeout still shows how far it got */     \
     printf("device: %s (%s, %d SMs)\n", (ctx)->name, dsv4_context_arch(ctx), (ctx)->sm_count);      \
     bool pushed_ = false;                                                                            \
     if (dsv4_ctx_enter((ctx), &pushed_) != DSV4_OK) {                                                \
@@ -105,7 +105,7 @@ static inline bool gpu_test_reduced(void) {
   if (on < 0) {
     const char *e = getenv("DSV4_TEST_REDUCED");
     on = e && *e && strcmp(e, "0") != 0;
-    if (on) printf("DSV4_TEST_REDUCED=%s: each long-row case on one row with its own launch plan, repeats skipped\n", e);
+    if (on) printf("DSV4_TEST_REDUCED=%s: each long-row case on one row with the full case's plan\n", e);
   }
   return on == 1;
 }
@@ -113,14 +113,16 @@ static inline bool gpu_test_reduced(void) {
 /* The reduced form (gpu_test_reduced) of a long-row top-k case: dsv4_topk_select past its warp path, rows x
  * cols (row_stride apart, the input `offset` floats into its buffer), k, generator `mode`. The kernel's code
  * paths follow from its launch plan (threads, cluster, slice, cached prefix, key width, candidate capacity,
- * shared memory: the template and the branches it takes) and from the data; the row count only picks the plan
- * (a row is split over a cluster while all the row clusters fit one wave) and the grid, one row per cluster.
- * So the case runs on its first row (*rows = 1, every row checked: *sample = 1) with the full case's plan
- * (*plan_rows = the original rows: launch with dsv4_topk_long_enqueue_planned). The tests generate the input in
- * order from the case's seed, so that row is the original's first. Returns false (skip the case) when the same
- * plan already ran here with the same cols, k, generator, strided-or-not and offset-or-not: another seed of the
- * same shape and data kind runs the same code. Call it after gpu_test_part_mine() (every part must deal the same
- * cases); the table is per process, so each part skips only repeats of its own cases. */
+ * shared memory: the template and the branches it takes), from whether the rows allow 16-byte loads, and from
+ * the data; the row count only picks the plan (a row is split over a cluster while all the row clusters fit
+ * one wave) and the grid, one row per cluster. (Its loop over rows beyond the grid takes over 2^30 / cluster
+ * clusters: no test reaches it, reduced or not.) So the case runs on its first row (*rows = 1, checked:
+ * *sample = 1) with the full case's plan (*plan_rows = the original rows: gpu_topk_call launches it with
+ * dsv4_topk_long_enqueue_planned). The tests generate the input in order from the case's seed, so that row is
+ * the original's first. Returns false (skip the case) when the same plan already ran here with the same cols,
+ * k, generator and load width: another seed of the same shape and data kind runs the same code. Call it after
+ * gpu_test_part_mine() (every part must deal the same cases); the table is per process, so each part skips
+ * only repeats of its own cases. */
 static inline bool gpu_topk_long_reduce(dsv4_context *ctx, int64_t *rows, int64_t *plan_rows, int64_t cols,
                                         int64_t row_stride, int64_t offset, int32_t k, int mode,
                                         const char *mode_name, int64_t *sample) {
@@ -131,33 +133,44 @@ static inline bool gpu_topk_long_reduce(dsv4_context *ctx, int64_t *rows, int64_
   if (st != DSV4_OK) fail_msg("dsv4_topk_long_plan_ctx: %s (%s)", dsv4_status_string(st), dsv4_last_error());
   const unsigned grid = want.grid;
   want.grid = 0;   /* the plan is 4-byte fields, zeroed first by the planner: memcmp compares all but grid */
+  /* The kernel's 16-byte loads: every row start 16-byte aligned (the tests' buffers start 256-byte aligned). */
+  const bool vec = ((4 * offset) | (4 * row_stride)) % 16 == 0;
   static struct {
     dsv4_topk_long_plan plan;
     int64_t cols;
     int32_t k;
     int mode;
-    bool strided, offset;
+    bool vec;
   } seen[1024];
   static int nseen;
-  const bool strided = row_stride != cols, offs = offset != 0;
-  const char *layout = strided ? (offs ? " strided offset" : " strided") : (offs ? " offset" : "");
   for (int i = 0; i < nseen; ++i)
     if (memcmp(&seen[i].plan, &want, sizeof want) == 0 && seen[i].cols == cols && seen[i].k == k &&
-        seen[i].mode == mode && seen[i].strided == strided && seen[i].offset == offs) {
+        seen[i].mode == mode && seen[i].vec == vec) {
       printf("    reduced: skipped %lld x %lld k=%d %s%s: its plan already ran with these cols, k and data\n",
-             (long long)*rows, (long long)cols, k, mode_name, layout);
+             (long long)*rows, (long long)cols, k, mode_name, vec ? "" : " (4-byte loads)");
       return false;
     }
   if (nseen < (int)(sizeof seen / sizeof seen[0])) {   /* a full table only means repeats run again */
     seen[nseen].plan = want, seen[nseen].cols = cols, seen[nseen].k = k, seen[nseen].mode = mode;
-    seen[nseen].strided = strided, seen[nseen].offset = offs;
+    seen[nseen].vec = vec;
     ++nseen;
   }
   if (*rows > 1)
-    printf("    reduced %lld x %lld k=%d %s%s -> 1 row, the same plan (%d threads, cluster %d), grid %d instead of %u\n",
-           (long long)*rows, (long long)cols, k, mode_name, layout, want.threads, want.cluster, want.cluster, grid);
+    printf("    reduced %lld x %lld k=%d %s%s -> 1 row, the full case's plan (%d threads, cluster %d), grid %d "
+           "instead of %u\n", (long long)*rows, (long long)cols, k, mode_name, vec ? "" : " (4-byte loads)",
+           want.threads, want.cluster, want.cluster, grid);
   *rows = 1, *sample = 1;
   return true;
+}
+
+/* dsv4_topk_select on rows x cols, or, for a reduced long-row case (plan_rows > rows), the long-row kernel
+ * launched with the plan of plan_rows rows. */
+static inline dsv4_status gpu_topk_call(dsv4_context *ctx, int64_t plan_rows, const float *scores, int64_t rows,
+                                        int64_t cols, int64_t row_stride, int32_t k, CUdeviceptr v, CUdeviceptr idx) {
+  if (plan_rows > rows)
+    return dsv4_topk_long_enqueue_planned(ctx, NULL, plan_rows, scores, rows, cols, row_stride, k, (float *)v,
+                                          (int32_t *)idx);
+  return dsv4_topk_select(ctx, NULL, scores, rows, cols, row_stride, k, (float *)v, (int32_t *)idx);
 }
 
 #endif

@@ -30,6 +30,11 @@
 #                          at most 64 rows, so every kernel code path still runs (tests/gpu/gpu_util.h).
 #                          Racecheck instruments every shared-memory access: at full size (up to 2^25 elements a
 #                          case) each twelfth of test_gpu_topk_long ran past 400 s
+#   DSV4_SANITIZE_GPUS     comma-separated device ordinals (e.g. 0,1,2,3): the runs are dealt round-robin over them,
+#                          each with CUDA_VISIBLE_DEVICES set to its one device (racecheck of the long-row top-k is
+#                          bound by the GPU, not the CPU: parallel runs on one GPU only share it). A test that
+#                          needs two GPUs (test_gpu_multi) then sees one and skips. Unset: every run sees the
+#                          caller's devices
 #   DSV4_SANITIZE_KERNELS  racecheck, initcheck and synccheck check only kernels whose mangled name holds this
 #                          substring (default "dsv4": this library's kernels, not cuBLASLt's); "all" for every
 #                          kernel. memcheck always checks every kernel (a bad pointer handed to cuBLASLt shows
@@ -130,6 +135,7 @@ run_one() {
   pat=$(filter_of "$tool" "$name")
   pat=${pat%@*}
   [ -n "$pat" ] && envlist+=("DSV4_TEST_FILTER=$pat")
+  [ -n "$gpu" ] && envlist+=("CUDA_VISIBLE_DEVICES=$gpu")
   tag=$tool
   if [ -n "$part" ]; then envlist+=("DSV4_TEST_PART=$part"); tag=$tool.part${part%/*}; fi
   # Racecheck on the topk tests' full-size cases runs far past any timeout; the caller's DSV4_TEST_REDUCED (0 too) wins.
@@ -184,6 +190,9 @@ run_one() {
 # Up to $jobs runs at once (the tools are mostly CPU-bound; the GPU is shared): `wait -n` frees a slot.
 declare -a order=()
 running=0
+IFS=',' read -r -a gpus <<<"${DSV4_SANITIZE_GPUS:-}"
+launched=0
+gpu=
 while IFS= read -r rec; do
   IFS=$'\x1f' read -r -a f <<<"$rec"
   name=${f[0]}
@@ -199,6 +208,8 @@ while IFS= read -r rec; do
       order+=("$name.$tag")
       rm -f "$logdir/$name.$tag.verdict"
       if [ "$running" -ge "$jobs" ]; then wait -n; running=$((running - 1)); fi
+      [ ${#gpus[@]} -gt 0 ] && gpu=${gpus[$((launched % ${#gpus[@]}))]}
+      launched=$((launched + 1))
       run_one "${f[0]}" "${f[1]}" "${f[2]}" "$tool" "$part" "${f[@]:3}" &
       running=$((running + 1))
     done

@@ -152,29 +152,33 @@ static void test_dense_odd_shapes(void **state) {
 }
 
 /* Prefill over more than one chunk (DSV4_PREFILL_CHUNK rows a GEMM call, the logits workspace holding one
- * chunk): the tokens at both chunk edges, the last one and a sample, against the oracle. */
+ * chunk), dense and hash mode (scored weights: the token ids of each chunk): the tokens at both chunk edges
+ * and a sample against the oracle. */
 static void test_prefill_chunks(void **state) {
   (void)state;
-  dsv4_router_config c;
-  dsv4_router_config_preset("v4-flash", DSV4_ROUTER_DENSE, &c);
   const int64_t chunk = DSV4_PREFILL_CHUNK, n = 2 * chunk + 77;
-  model m;
-  model_init(&m, &c, n, 31);
-  dsv4_router *r = make_router(&m, n, -1);
-  float *w = malloc(4 * (size_t)(n * c.top_k));
-  int32_t *ids = malloc(4 * (size_t)(n * c.top_k));
-  assert_non_null(w);
-  assert_non_null(ids);
-  run(r, &m, NULL, 0, n, w, ids);
-  check_many(&m, 0, n, w, ids);
-  const int64_t edges[] = {chunk - 1, chunk, chunk + 1, 2 * chunk - 1, 2 * chunk, 2 * chunk + 1, n - 1};
-  int bad = 0;
-  for (size_t i = 0; i < sizeof edges / sizeof edges[0]; ++i)
-    bad += check_token(&m, edges[i], w + edges[i] * c.top_k, ids + edges[i] * c.top_k);
-  assert_int_equal(bad, 0);
-  dsv4_router_destroy(r);
-  free(w), free(ids);
-  model_free(&m);
+  for (int mode = 0; mode < 2; ++mode) {
+    dsv4_router_config c;
+    dsv4_router_config_preset("v4-flash", mode ? DSV4_ROUTER_HASH : DSV4_ROUTER_DENSE, &c);
+    c.hidden_size = 1024;   /* the chunking does not depend on H; a quarter of the memory and time */
+    model m;
+    model_init(&m, &c, n, 31 + (uint64_t)mode);
+    dsv4_router *r = make_router(&m, n, -1);
+    float *w = malloc(4 * (size_t)(n * c.top_k));
+    int32_t *ids = malloc(4 * (size_t)(n * c.top_k));
+    assert_non_null(w);
+    assert_non_null(ids);
+    run(r, &m, NULL, 0, n, w, ids);
+    check_many(&m, 0, n, w, ids);
+    const int64_t edges[] = {chunk - 1, chunk, chunk + 1, 2 * chunk - 1, 2 * chunk, 2 * chunk + 1};
+    int bad = 0;
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; ++i)
+      bad += check_token(&m, edges[i], w + edges[i] * c.top_k, ids + edges[i] * c.top_k);
+    assert_int_equal(bad, 0);
+    dsv4_router_destroy(r);
+    free(w), free(ids);
+    model_free(&m);
+  }
 }
 
 /* Determinism (two runs bitwise equal) and batch invariance (a token alone == the same token in a batch of
@@ -213,15 +217,16 @@ static void test_graph_capture(void **state) {
   (void)state;
   dsv4_router_config c;
   dsv4_router_config_preset("v4-flash", DSV4_ROUTER_DENSE, &c);
+  /* Decode, one prefill chunk, two prefill chunks. */
+  const int64_t nmax = DSV4_PREFILL_CHUNK + 77, sizes[] = {8, 5000, nmax};
   model m;
-  model_init(&m, &c, 5000, 31);
-  dsv4_router *r = make_router(&m, 5000, -1);
+  model_init(&m, &c, nmax, 31);
+  dsv4_router *r = make_router(&m, nmax, -1);
   CUstream s;
   GPU_CHECK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
-  const int64_t sizes[] = {8, 5000};
-  float *we = malloc(4 * 5000 * 6), *wg = malloc(4 * 5000 * 6);
-  int32_t *ie = malloc(4 * 5000 * 6), *ig = malloc(4 * 5000 * 6);
-  for (int i = 0; i < 2; ++i) {
+  float *we = malloc(4 * (size_t)(nmax * 6)), *wg = malloc(4 * (size_t)(nmax * 6));
+  int32_t *ie = malloc(4 * (size_t)(nmax * 6)), *ig = malloc(4 * (size_t)(nmax * 6));
+  for (int i = 0; i < 3; ++i) {
     int64_t n = sizes[i];
     run(r, &m, s, 0, n, we, ie);
     gpu_poison(m.dout_w, 4 * (size_t)(n * 6));

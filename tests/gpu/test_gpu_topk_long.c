@@ -12,7 +12,6 @@
 
 #include "gpu_util.h"
 #include "oracle.h"
-#include "ops/ops.h"
 
 static dsv4_context *g_ctx;
 
@@ -121,11 +120,8 @@ static void run_case(int64_t rows, int64_t cols, int64_t row_stride, int64_t off
   for (int run = 0; run < 2; ++run) {
     gpu_poison(d_v, 4 * (out + pad));
     gpu_poison(d_i, 4 * (out + pad));
-    const float *src = (const float *)(d_in + 4 * (size_t)offset);
-    dsv4_status st = plan_rows > rows ? dsv4_topk_long_enqueue_planned(g_ctx, NULL, plan_rows, src, rows, cols,
-                                                                       row_stride, k, (float *)d_v, (int32_t *)d_i)
-                                      : dsv4_topk_select(g_ctx, NULL, src, rows, cols, row_stride, k, (float *)d_v,
-                                                         (int32_t *)d_i);
+    dsv4_status st = gpu_topk_call(g_ctx, plan_rows, (const float *)(d_in + 4 * (size_t)offset), rows,
+                                     cols, row_stride, k, d_v, d_i);
     if (st != DSV4_OK) fprintf(stderr, "dsv4_topk_select: %s\n", dsv4_last_error());
     assert_int_equal(st, DSV4_OK);
     gpu_sync();
@@ -266,7 +262,8 @@ static void test_strided(void **state) {
 static void test_graph(void **state) {
   (void)state;
   if (!gpu_test_part_mine()) return;   /* one case of DSV4_TEST_PART's deal */
-  const int64_t rows = 7, cols = 131072;
+  const bool reduced = gpu_test_reduced();   /* racecheck: one row (the same cluster plan), one replay */
+  const int64_t rows = reduced ? 1 : 7, cols = 131072;
   const int32_t k = 2048;
   CUstream s;
   GPU_CHECK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
@@ -287,7 +284,7 @@ static void test_graph(void **state) {
   assert_int_equal(st, DSV4_OK);
   GPU_CHECK(cuGraphInstantiateWithFlags(&exec, graph, 0));
   uint64_t seed = 31337;
-  for (int rep = 0; rep < 3; ++rep) {
+  for (int rep = 0; rep < (reduced ? 1 : 3); ++rep) {
     const int mode = rep == 0 ? GEN_RANDOM : rep == 1 ? GEN_CUT_TIES : GEN_NARROW;
     for (int64_t i = 0; i < rows * cols; ++i) in[i] = gen_value(mode, i % cols, &seed);
     gpu_upload(d_in, in, 4 * (size_t)(rows * cols));
@@ -320,7 +317,8 @@ static void test_graph(void **state) {
 static void test_concurrent_streams(void **state) {
   (void)state;
   if (!gpu_test_part_mine()) return;   /* one case of DSV4_TEST_PART's deal */
-  const int64_t rows = 3, cols = 131072;
+  const bool reduced = gpu_test_reduced();   /* racecheck: one row, two rounds */
+  const int64_t rows = reduced ? 1 : 3, cols = 131072;
   const int32_t k = 512;
   CUstream s[2];
   float *in[2], *v = malloc(4 * (size_t)(rows * k)), *rv = malloc(4 * (size_t)k);
@@ -338,7 +336,7 @@ static void test_concurrent_streams(void **state) {
     gpu_poison(d_v[t], 4 * (size_t)(rows * k));
     gpu_poison(d_i[t], 4 * (size_t)(rows * k));
   }
-  for (int it = 0; it < 50; ++it)
+  for (int it = 0; it < (reduced ? 2 : 50); ++it)
     for (int t = 0; t < 2; ++t)
       assert_int_equal(dsv4_topk_select(g_ctx, s[t], (const float *)d_in[t], rows, cols, cols, k, (float *)d_v[t],
                                         (int32_t *)d_i[t]),

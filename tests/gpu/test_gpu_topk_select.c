@@ -49,14 +49,15 @@ static uint32_t bits(float f) {
   return u;
 }
 
-/* DSV4_TEST_REDUCED (racecheck, gpu_util.h): the long-row kernel's cases run on their first row with the full
- * case's launch plan (*plan_rows), repeats skipped (gpu_topk_long_reduce); the warp kernel's keep at most 64 rows (16 blocks of
- * 4 warps, a row per warp as at any row count: its grid-stride loop over rows takes a second trip only past
- * 2^32 rows, the grid being capped at 2^30 blocks in runtime/ops/topk_select.c, which no test reaches).
+/* DSV4_TEST_REDUCED (racecheck, gpu_util.h): the long-row kernel's cases run on their first row with the
+ * full case's launch plan (*plan_rows), repeats skipped (gpu_topk_long_reduce); the warp kernel's keep at most
+ * 64 rows (16 blocks of 4 warps, a row per warp as at any row count: its grid-stride loop over rows takes a
+ * second trip only past 2^32 rows, the grid being capped at 2^30 blocks in runtime/ops/topk_select.c, which no
+ * test reaches).
  * Returns false to skip the case. */
 static bool reduce_case(int64_t *rows, int64_t *plan_rows, int64_t cols, int64_t row_stride, int64_t offset,
                         int32_t k, int mode, int64_t *sample) {
-  if (cols > 1024 || k > 16)   /* not the warp kernel's routing sizes (use_warp in the launcher) */
+  if (!dsv4_topk_select_uses_warp(cols, k))
     return gpu_topk_long_reduce(g_ctx, rows, plan_rows, cols, row_stride, offset, k, mode, k_gen_names[mode],
                                 sample);
   if (*rows > 64) {
@@ -83,11 +84,8 @@ static void run_case(int64_t rows, int64_t cols, int64_t row_stride, int64_t off
   gpu_upload(d_in, in, 4 * in_elems);
   gpu_poison(d_v, 4 * (out + pad));
   gpu_poison(d_i, 4 * (out + pad));
-  const float *src = (const float *)(d_in + 4 * (size_t)offset);
-  dsv4_status st = plan_rows > rows ? dsv4_topk_long_enqueue_planned(g_ctx, NULL, plan_rows, src, rows, cols,
-                                                                     row_stride, k, (float *)d_v, (int32_t *)d_i)
-                                    : dsv4_topk_select(g_ctx, NULL, src, rows, cols, row_stride, k, (float *)d_v,
-                                                       (int32_t *)d_i);
+  dsv4_status st = gpu_topk_call(g_ctx, plan_rows, (const float *)(d_in + 4 * (size_t)offset), rows,
+                                   cols, row_stride, k, d_v, d_i);
   if (st != DSV4_OK) fprintf(stderr, "dsv4_topk_select: %s\n", dsv4_last_error());
   assert_int_equal(st, DSV4_OK);
   gpu_sync();
@@ -142,7 +140,8 @@ static void test_warp_path(void **state) {
 
 /* Row counts: 0 (no-op), 1, 5, 4096 and 65536 (every 61st / 97th row checked, and the last). None makes the
  * warp kernel's grid loop (that takes over 2^32 rows, see reduce_case), so in reduced mode its 4096- and
- * 65536-row cases shrink to 64 rows like any other (the 2048-column ones, long-row kernel, to 1 row). */
+ * 65536-row cases shrink to 64 rows like any other (the 2048-column ones, long-row kernel, run once on 1 row,
+ * repeats skipped). */
 static void test_row_counts(void **state) {
   (void)state;
   uint64_t seed = 77;
