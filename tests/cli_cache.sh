@@ -1,5 +1,6 @@
 #!/bin/sh
-# The dsv4 tool's cache commands, with no GPU: warm, list, verify, detect a corrupt file, clear.
+# The dsv4 tool's cache commands, with no GPU: warm, list, verify, detect a corrupt file, lineinfo modules
+# cached apart, clear.
 set -eu
 dsv4=$1
 export DSV4_CACHE_DIR="$2"
@@ -13,6 +14,13 @@ head -c 100 "$f" > "$f.part" && mv "$f.part" "$f"        # truncate one file
 if "$dsv4" cache verify > verify.out; then echo "verify missed a truncated file"; exit 1; fi
 grep -q "^BAD " verify.out
 "$dsv4" cache warm --arch sm_90a --preset v4-flash | grep -q "1 kernel(s) compiled"   # replaced
+"$dsv4" cache verify
+# DSV4_JIT_LINEINFO=1 compiles with -lineinfo: another cache key, so every kernel is compiled again beside the
+# plain modules (5 files more), and both kinds load.
+DSV4_JIT_LINEINFO=1 "$dsv4" cache warm --arch sm_90a --preset v4-flash | grep -q "5 kernel(s) compiled"
+DSV4_JIT_LINEINFO=1 "$dsv4" cache warm --arch sm_90a --preset v4-flash | grep -q "0 kernel(s) compiled"
+test "$(ls "$DSV4_CACHE_DIR"/sm_90a/*.cubin | wc -l)" -eq 10
+"$dsv4" cache warm --arch sm_90a --preset v4-flash | grep -q "0 kernel(s) compiled"
 "$dsv4" cache verify
 "$dsv4" cache clear | grep -q "removed"
 test -z "$(ls "$DSV4_CACHE_DIR"/sm_90a 2>/dev/null)"
