@@ -26,7 +26,6 @@
 #define STATIC_SMEM_LIMIT (48 * 1024)
 
 bool dsv4_topk_select_uses_warp(int64_t cols, int32_t k) { return cols <= WARP_MAX_COLS && k <= WARP_MAX_K; }
-static bool use_warp(int64_t cols, int32_t k) { return dsv4_topk_select_uses_warp(cols, k); }
 
 static int pow2_at_least(int32_t k) {
   int p = 1;
@@ -44,7 +43,7 @@ void dsv4_topk_long_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out) {
 }
 
 void dsv4_topk_select_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out) {
-  if (use_warp(cols, k)) {
+  if (dsv4_topk_select_uses_warp(cols, k)) {
     out->source = "topk_select.cu";
     const int c = 4 * (int)((cols + 127) / 128);   /* candidates per lane, a multiple of 4 */
     snprintf(out->name_expr, sizeof out->name_expr, "dsv4::topk_select_warp<%d, %d>", (int)k, c);
@@ -270,7 +269,7 @@ dsv4_status dsv4_topk_select_enqueue(dsv4_context *ctx, CUstream stream, const f
   if (rows == 0) return DSV4_OK;
   bool pushed = false;
   dsv4_status s;
-  if (use_warp(cols, k)) {
+  if (dsv4_topk_select_uses_warp(cols, k)) {
     dsv4_kernel_spec spec;
     dsv4_topk_select_spec(cols, k, &spec);
     CUfunction fn = NULL;
@@ -302,7 +301,7 @@ dsv4_status dsv4_topk_long_enqueue_planned(dsv4_context *ctx, CUstream stream, i
                                            float *out_values, int32_t *out_indices) {
   static const char *fn = "dsv4_topk_long_enqueue_planned";
   DSV4_TRY(dsv4_topk_select_check(fn, ctx, scores, rows, cols, row_stride, k, out_values, out_indices));
-  DSV4_CHECK_ARG(!use_warp(cols, k), fn, "cols", "and k take the warp kernel, not the long-row one");
+  DSV4_CHECK_ARG(!dsv4_topk_select_uses_warp(cols, k), fn, "cols", "and k take the warp kernel, not the long-row one");
   DSV4_CHECK_ARG(plan_rows >= rows, fn, "plan_rows", "is below rows");
   if (rows == 0) return DSV4_OK;
   bool pushed = false;
