@@ -19,6 +19,9 @@
 //   3. the block stages the split's x tile (8*ceil(N/8) rows x 512 bf16) with cp.async, zero-filled past N
 //      and past H, then one barrier;
 //   4. each warp runs its MMA chain, 32 hidden per step, over every token tile; plain stores of the tile.
+//      The token tiles are compiled in at 1, 2, 4 or 8 (gate_tile): an MMA under a false predicate still
+//      issues with its operand moves, and at N = 1 eight tiles' instructions took ~2 us of a block's ~3.4
+//      (H100, timestamps in the kernel); one tile's take a fraction of that.
 // Shared-memory rows have a pitch of 64 mod 128 bytes, so the 8 lanes of a quarter warp (rows g, g+1)
 // read 128 distinct bytes (no bank conflicts). Shared memory is dynamic: x rows, then `warps` W tiles.
 //
@@ -64,18 +67,59 @@ __device__ __forceinline__ void gate_mma(float (&d)[4], unsigned a0, unsigned a1
 
 // One 32-hidden step of chunk c for every token tile: MMA #0 (elements 0-3) into chain 2P, #1 (elements
 // 4-7) into chain 2P+1, where P = c & 1 is a compile-time parity. w_lane / x_lane: this lane's 16 bytes of
-// W row g / x row g of chunk 0 in shared memory.
-template <int P, int ROWB>
-__device__ __forceinline__ void gate_step(float (&acc)[8][4][4], const unsigned char* w_lane,
+// W row g / x row g of chunk 0 in shared memory. NTT: token tiles compiled in (>= nt, the tiles staged).
+template <int P, int ROWB, int NTT>
+__device__ __forceinline__ void gate_step(float (&acc)[NTT][4][4], const unsigned char* w_lane,
                                           const unsigned char* x_lane, int c, int nt) {
   const uint4 wa = *reinterpret_cast<const uint4*>(w_lane + c * 64);             // row g
   const uint4 wb = *reinterpret_cast<const uint4*>(w_lane + 8 * ROWB + c * 64);  // row g + 8
 #pragma unroll
-  for (int t = 0; t < 8; ++t) {
+  for (int t = 0; t < NTT; ++t) {
     if (t < nt) {
       const uint4 b = *reinterpret_cast<const uint4*>(x_lane + t * 8 * ROWB + c * 64);
       gate_mma(acc[t][2 * P], wa.x, wb.x, wa.y, wb.y, b.x, b.y);
       gate_mma(acc[t][2 * P + 1], wa.z, wb.z, wa.w, wb.w, b.z, b.w);
+    }
+  }
+}
+
+// Step 4 and 5 of the kernel for one warp (one 16-expert tile of one split), with NTT token tiles compiled
+// in: every tile's MMAs and operand moves are issued whether or not its predicate is on, so the kernel picks
+// the smallest NTT in {1, 2, 4, 8} that holds nt (at N = 1 one tile's instructions instead of eight). The
+// arithmetic is the same for every NTT.
+template <int NTT, int ROWB, int E>
+__device__ __forceinline__ void gate_tile(const unsigned char* w_lane, const unsigned char* x_lane, int chunks,
+                                          int nt, int tile, int lane, int num_tokens, float* __restrict__ out) {
+  float acc[NTT][4][4];
+#pragma unroll
+  for (int t = 0; t < NTT; ++t)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[t][j][0] = acc[t][j][1] = acc[t][j][2] = acc[t][j][3] = 0.0f;
+#pragma unroll 1
+  for (int c = 0; c < chunks; c += 2) {
+    gate_step<0, ROWB, NTT>(acc, w_lane, x_lane, c, nt);
+    if (c + 1 < chunks) gate_step<1, ROWB, NTT>(acc, w_lane, x_lane, c + 1, nt);
+  }
+
+  // Plain stores: acc[t][.] = {(r0, n), (r0, n+1), (r1, n), (r1, n+1)}, n = 8t + 2q, r1 = r0 + 8.
+  const int g = lane >> 2, q = lane & 3;
+  const int r0 = tile * 16 + g, r1 = r0 + 8;
+  const bool v0 = E % 16 == 0 || r0 < E, v1 = E % 16 == 0 || r1 < E;
+#pragma unroll
+  for (int t = 0; t < NTT; ++t) {
+    if (t < nt) {
+      float d[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) d[i] = (acc[t][0][i] + acc[t][1][i]) + (acc[t][2][i] + acc[t][3][i]);
+      const int n = t * 8 + 2 * q;
+      if (n < num_tokens) {
+        if (v0) out[(size_t)n * E + r0] = d[0];
+        if (v1) out[(size_t)n * E + r1] = d[2];
+      }
+      if (n + 1 < num_tokens) {
+        if (v0) out[(size_t)(n + 1) * E + r0] = d[1];
+        if (v1) out[(size_t)(n + 1) * E + r1] = d[3];
+      }
     }
   }
 }
@@ -137,43 +181,20 @@ __global__ void __launch_bounds__(kGateMaxWarps * 32, 1)
   __syncthreads();
 
   if (active) {
-    // 4. MMA chains over the chunks that hold data (a split's tail chunk is partly zeros).
-    float acc[8][4][4];
-#pragma unroll
-    for (int t = 0; t < 8; ++t)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) acc[t][j][0] = acc[t][j][1] = acc[t][j][2] = acc[t][j][3] = 0.0f;
+    // 4-5. MMA chains over the chunks that hold data (a split's tail chunk is partly zeros), then the stores.
     const int g = lane >> 2, q = lane & 3;
     const unsigned char* w_lane = smem + (nt * 8 + warp * 16 + g) * ROWB + q * 16;
     const unsigned char* x_lane = smem + g * ROWB + q * 16;
     const int chunks = H % kGateSplit == 0 ? S::kChunks : (klen + 31) / 32;
-#pragma unroll 1
-    for (int c = 0; c < chunks; c += 2) {
-      gate_step<0, ROWB>(acc, w_lane, x_lane, c, nt);
-      if (c + 1 < chunks) gate_step<1, ROWB>(acc, w_lane, x_lane, c + 1, nt);
-    }
-
-    // 5. Plain stores: acc[t][.] = {(r0, n), (r0, n+1), (r1, n), (r1, n+1)}, n = 8t + 2q, r1 = r0 + 8.
-    const int r0 = tile * 16 + g, r1 = r0 + 8;
-    const bool v0 = E % 16 == 0 || r0 < E, v1 = E % 16 == 0 || r1 < E;
     float* out = partials + (size_t)split * num_tokens * E;
-#pragma unroll
-    for (int t = 0; t < 8; ++t) {
-      if (t < nt) {
-        float d[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) d[i] = (acc[t][0][i] + acc[t][1][i]) + (acc[t][2][i] + acc[t][3][i]);
-        const int n = t * 8 + 2 * q;
-        if (n < num_tokens) {
-          if (v0) out[(size_t)n * E + r0] = d[0];
-          if (v1) out[(size_t)n * E + r1] = d[2];
-        }
-        if (n + 1 < num_tokens) {
-          if (v0) out[(size_t)(n + 1) * E + r0] = d[1];
-          if (v1) out[(size_t)(n + 1) * E + r1] = d[3];
-        }
-      }
-    }
+    if (nt <= 1)
+      gate_tile<1, ROWB, E>(w_lane, x_lane, chunks, nt, tile, lane, num_tokens, out);
+    else if (nt <= 2)
+      gate_tile<2, ROWB, E>(w_lane, x_lane, chunks, nt, tile, lane, num_tokens, out);
+    else if (nt <= 4)
+      gate_tile<4, ROWB, E>(w_lane, x_lane, chunks, nt, tile, lane, num_tokens, out);
+    else
+      gate_tile<8, ROWB, E>(w_lane, x_lane, chunks, nt, tile, lane, num_tokens, out);
   }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
