@@ -31,7 +31,8 @@
 // chains keep the MMA latency off the critical path when N <= 8 (one token tile). Each MMA output column
 // (token) is independent of the others, and tokens past N are zeros. No atomics anywhere.
 //
-// griddepcontrol.launch_dependents at the end lets a PDL-launched successor start early.
+// griddepcontrol.launch_dependents right after the W loads are issued lets a PDL-launched successor be
+// launched and resident while this grid works (it waits for this grid's end on griddepcontrol.wait).
 // Specialised on H and E; the layout constants must match runtime/ops/gate_decode.c.
 #include "common.cuh"
 
@@ -161,8 +162,10 @@ __global__ void __launch_bounds__(kGateMaxWarps * 32, 1)
     }
   }
 
-  // 2. Everything before this only read constants.
+  // 2. Everything before this only read constants. A PDL-launched successor may start now: its blocks then
+  // wait on griddepcontrol (the end of this grid, its writes visible) already resident, off the critical path.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
 
@@ -197,9 +200,6 @@ __global__ void __launch_bounds__(kGateMaxWarps * 32, 1)
       gate_tile<8, ROWB, E>(w_lane, x_lane, chunks, nt, tile, lane, num_tokens, out);
   }
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
 }
 
 }  // namespace dsv4
