@@ -1,7 +1,8 @@
 /*
  * Decode gate GEMM (kernel_src/gate_decode.cu) on the GPU against the FP64 oracle.
  *
- * Shapes (E, H): (384,7168) (256,4096) (144,1024) (1000,2056) (1,8) (3,24); N: 1 2 7 8 9 63 64. Inputs are
+ * Shapes (E, H): (384,7168) (256,4096) (144,1024) (1000,2056) (1,8) (3,24); N: 1 2 7 8 9 17 32 63 64 (every
+ * token-tile count the kernel compiles in: 1, 2, 4 with one tile idle, 4, and 8). Inputs are
  * random bf16 in [-1, 1] with a few large-magnitude entries (|x| up to 320, |W| up to 64).
  *  - Every run first poisons the whole workspace (0xFF bytes: NaN) plus a guard zone behind the slabs; after
  *    it every element of every slab must be finite (written) and the guard zone untouched.
@@ -32,7 +33,7 @@ static CUstream g_stream;
 #define POISON 0xFFFFFFFFu
 
 static const int32_t k_shapes[][2] = {{384, 7168}, {256, 4096}, {144, 1024}, {1000, 2056}, {1, 8}, {3, 24}};
-static const int k_ns[] = {1, 2, 7, 8, 9, 63, 64};
+static const int k_ns[] = {1, 2, 7, 8, 9, 17, 32, 63, 64};
 #define NUM_SHAPES ((int)(sizeof k_shapes / sizeof k_shapes[0]))
 #define NUM_NS ((int)(sizeof k_ns / sizeof k_ns[0]))
 
@@ -227,7 +228,7 @@ static void test_batch_invariance(void **state) {
 static void test_launch_shape_and_pdl_change_nothing(void **state) {
   (void)state;
   static const int shapes[] = {0, 3, 5}; /* pro, (144, 1024), (3, 24) */
-  static const int ns[] = {1, 9, 64};
+  static const int ns[] = {1, 9, 17, 64};
   for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
     fixture f;
     fixture_init(&f, k_shapes[shapes[si]][0], k_shapes[shapes[si]][1], 0xA0761D6478BD642Full + si);
