@@ -19,9 +19,11 @@
 //   3. the block stages the split's x tile (8*ceil(N/8) rows x 512 bf16) with cp.async, zero-filled past N
 //      and past H, then one barrier;
 //   4. each warp runs its MMA chain, 32 hidden per step, over every token tile; plain stores of the tile.
-//      The token tiles are compiled in at 1, 2, 4 or 8 (gate_tile): an MMA under a false predicate still
-//      issues with its operand moves, and at N = 1 eight tiles' instructions took ~2 us of a block's ~3.4
-//      (H100, timestamps in the kernel); one tile's take a fraction of that.
+//      The token tiles are compiled in at 1 or 8 (gate_tile): an MMA under a false predicate still issues
+//      with its operand moves, and at N = 1 eight tiles' instructions took ~2 us of a block's ~3.4 (H100,
+//      timestamps in the kernel); one tile's take a fraction of that. (2 and 4 as well sped N = 9..32 up,
+//      but made NVRTC take 1.4 x longer on this kernel, the slowest of the router's: the cold compile
+//      of the whole router would pass its 400 ms budget.)
 // Shared-memory rows have a pitch of 64 mod 128 bytes, so the 8 lanes of a quarter warp (rows g, g+1)
 // read 128 distinct bytes (no bank conflicts). Shared memory is dynamic: x rows, then `warps` W tiles.
 //
@@ -85,9 +87,9 @@ __device__ __forceinline__ void gate_step(float (&acc)[NTT][4][4], const unsigne
 }
 
 // Step 4 and 5 of the kernel for one warp (one 16-expert tile of one split), with NTT token tiles compiled
-// in: every tile's MMAs and operand moves are issued whether or not its predicate is on, so the kernel picks
-// the smallest NTT in {1, 2, 4, 8} that holds nt (at N = 1 one tile's instructions instead of eight). The
-// arithmetic is the same for every NTT.
+// in: every tile's MMAs and operand moves are issued whether or not its predicate is on, so the kernel takes
+// NTT = 1 for N <= 8 (one tile's instructions instead of eight) and 8 above. The arithmetic is the same for
+// every NTT.
 template <int NTT, int ROWB, int E>
 __device__ __forceinline__ void gate_tile(const unsigned char* w_lane, const unsigned char* x_lane, int chunks,
                                           int nt, int tile, int lane, int num_tokens, float* __restrict__ out) {
@@ -192,10 +194,6 @@ __global__ void __launch_bounds__(kGateMaxWarps * 32, 1)
     float* out = partials + (size_t)split * num_tokens * E;
     if (nt <= 1)
       gate_tile<1, ROWB, E>(w_lane, x_lane, chunks, nt, tile, lane, num_tokens, out);
-    else if (nt <= 2)
-      gate_tile<2, ROWB, E>(w_lane, x_lane, chunks, nt, tile, lane, num_tokens, out);
-    else if (nt <= 4)
-      gate_tile<4, ROWB, E>(w_lane, x_lane, chunks, nt, tile, lane, num_tokens, out);
     else
       gate_tile<8, ROWB, E>(w_lane, x_lane, chunks, nt, tile, lane, num_tokens, out);
   }

@@ -1,8 +1,8 @@
 /*
  * Decode gate GEMM (kernel_src/gate_decode.cu) on the GPU against the FP64 oracle.
  *
- * Shapes (E, H): (384,7168) (256,4096) (144,1024) (1000,2056) (1,8) (3,24); N: 1 2 7 8 9 17 32 63 64 (every
- * token-tile count the kernel compiles in: 1, 2, 4 with one tile idle, 4, and 8). Inputs are
+ * Shapes (E, H): (384,7168) (256,4096) (144,1024) (1000,2056) (1,8) (3,24); N: 1 2 7 8 9 17 32 63 64 (the
+ * kernel's one-token-tile form up to 8, its eight-tile form with 2, 3, 4 and 8 tiles used). Inputs are
  * random bf16 in [-1, 1] with a few large-magnitude entries (|x| up to 320, |W| up to 64).
  *  - Every run first poisons the whole workspace (0xFF bytes: NaN) plus a guard zone behind the slabs; after
  *    it every element of every slab must be finite (written) and the guard zone untouched.
