@@ -53,11 +53,11 @@ DSV4_INTERNAL dsv4_status dsv4_topk_select_check(const char *fn, const void *ctx
 DSV4_INTERNAL dsv4_status dsv4_topk_select_enqueue(dsv4_context *ctx, CUstream stream, const float *scores,
     int64_t rows, int64_t cols, int64_t row_stride, int32_t k, float *out_values, int32_t *out_indices);
 /* topk_long.cu: the kernel dsv4_topk_select takes for every shape the warp kernel does not (cols > 1024 or
- * k > 16): dsv4::topk_long<KP, NT>, KP = k rounded up to a power of two, NT = 1024 threads for cols > 8192,
+ * k > 16): dsv4::topk_long<KP, NT>, KP = k rounded up to a power of two, NT = 512 threads for cols > 8192,
  * else 256. One thread-block cluster per row (sm_90+; 1 block on sm_80); no workspace, no global scratch. */
 DSV4_INTERNAL void dsv4_topk_long_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out);
 /* The launch shape for rows x cols, k on a device with sm_count SMs, smem_limit bytes of opt-in dynamic shared
- * memory per block and clusters of up to max_cluster blocks (1: none; up to 16). 1024-thread blocks split a row
+ * memory per block and clusters of up to max_cluster blocks (1: none; up to 16). Wide-row blocks (cols > 8192) split a row
  * over a cluster of CL = 1, 2, 4, 8 or 16 blocks while rows * CL <= sm_count and each block keeps >= 8192
  * columns; the block of cluster rank r owns columns [r * slice, (r + 1) * slice). A block keeps the order keys
  * of its columns in shared memory: whole (key_bits 32) when they fit beside a candidate buffer, else their top

@@ -17,9 +17,12 @@
 #define LONG_CTL_BYTES 1024     /* kTlCtlBytes */
 #define LONG_BINS 2048          /* kTlBins: two histograms of 4-byte counters */
 #define LONG_MAX_CLUSTER 16     /* kTlMaxCluster; 16 is a non-portable cluster size (sm_90+ if the device runs it) */
-#define LONG_WIDE_COLS 8192     /* wider rows take 1024-thread blocks (and clusters on sm_90+) */
+#define LONG_WIDE_COLS 8192     /* wider rows take LONG_WIDE_THREADS-thread blocks (and clusters on sm_90+) */
+#ifndef LONG_WIDE_THREADS
+#define LONG_WIDE_THREADS 512   /* threads of a block of the wide-row form, one block per SM (measured on H100 against 1024 and 256: 1024 capped registers at 64 and spilled; 512 was 10-18 % faster on every bench shape, 256 slower) */
+#endif
 #define LONG_MIN_SLICE 8192     /* columns per block at least, when a row is split over a cluster */
-#define LONG_MIN_CANDIDATES 4096   /* candidate buffer entries the key cache leaves room for (1024 threads) */
+#define LONG_MIN_CANDIDATES 4096   /* candidate buffer entries the key cache leaves room for (the wide form) */
 #define LONG_SMALL_CANDIDATES 2048 /* the same for 256-thread blocks (short rows) */
 #define LONG_HIT_BYTES (4096 * 4)  /* kTlHits: the hit list beside a 16-bit key cache */
 #define LONG_MIN_POOL 1024         /* 4 * kTlRankSortMax: the counting sort's scratch */
@@ -33,7 +36,7 @@ static int pow2_at_least(int32_t k) {
   return p;
 }
 
-static int long_threads(int64_t cols) { return cols > LONG_WIDE_COLS ? 1024 : 256; }
+static int long_threads(int64_t cols) { return cols > LONG_WIDE_COLS ? LONG_WIDE_THREADS : 256; }
 
 void dsv4_topk_long_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out) {
   const int kp = pow2_at_least(k), nt = long_threads(cols);
@@ -59,6 +62,7 @@ dsv4_status dsv4_topk_long_plan_for(int64_t rows, int64_t cols, int32_t k, int s
                                     int max_cluster, dsv4_topk_long_plan *out) {
   memset(out, 0, sizeof *out);
   const int kp = pow2_at_least(k), nt = long_threads(cols);
+  const bool wide = cols > LONG_WIDE_COLS;   /* one block per SM, clusters */
   const int64_t sp = kp > 64 ? kp : 64;
   const int64_t fixed = LONG_CTL_BYTES + 2 * LONG_BINS * 4 + 8 * sp;
   const int64_t avail = ((int64_t)smem_limit - fixed) / 16 * 16;   /* pool bytes at most, a multiple of 16 */
@@ -66,19 +70,19 @@ dsv4_status dsv4_topk_long_plan_for(int64_t rows, int64_t cols, int32_t k, int s
     return dsv4_fail(DSV4_ERR_UNSUPPORTED, "dsv4_topk_select: %lld bytes of shared memory per block needed for k = %d, "
                      "the device allows %d", (long long)(fixed + 16), (int)k, smem_limit);
   int cl = 1;
-  if (nt == 1024)   /* one block per SM: split rows over clusters while the blocks still fit in one wave */
+  if (wide)   /* one block per SM: split rows over clusters while the blocks still fit in one wave */
     while (2 * cl <= max_cluster && 2 * cl <= LONG_MAX_CLUSTER && rows * 2 * cl <= sm_count &&
            cols >= (int64_t)LONG_MIN_SLICE * 2 * cl && avail >= 12 * (int64_t)kp)   /* pool: copies + ranks */
       cl *= 2;
   const int64_t slice = ((cols + cl - 1) / cl + 3) / 4 * 4;
-  /* The key cache and the candidate buffer share the pool. 1024-thread blocks (one per SM) take all the shared
+  /* The key cache and the candidate buffer share the pool. Wide-row blocks (one per SM) take all the shared
    * memory there is; 256-thread blocks (rows up to 8192) what the whole row's keys and candidates need, so
    * several share an SM. Whole 32-bit keys when they fit beside the candidates; else 16-bit keys; else 16-bit
    * keys of a prefix of the slice (a multiple of 8 columns), the rest re-read from L2 by the passes. */
-  const int64_t cand_min = slice < (nt == 1024 ? LONG_MIN_CANDIDATES : LONG_SMALL_CANDIDATES)
-                               ? slice : (nt == 1024 ? LONG_MIN_CANDIDATES : LONG_SMALL_CANDIDATES);
+  const int64_t cand_min = slice < (wide ? LONG_MIN_CANDIDATES : LONG_SMALL_CANDIDATES)
+                               ? slice : (wide ? LONG_MIN_CANDIDATES : LONG_SMALL_CANDIDATES);
   int64_t pool = avail;
-  if (nt != 1024) {
+  if (!wide) {
     int64_t want = (4 * round8(slice) + 8 * cand_min + 15) / 16 * 16;
     if (want < LONG_MIN_POOL) want = LONG_MIN_POOL;
     if (want < pool) pool = want;
@@ -133,7 +137,7 @@ dsv4_status dsv4_topk_select_check(const char *fn, const void *ctx, const float 
   return DSV4_OK;
 }
 
-/* How many clusters of 2, 4, 8 and 16 blocks of fn (1024 threads, `smem` bytes each) the device runs at once
+/* How many clusters of 2, 4, 8 and 16 blocks of fn (LONG_WIDE_THREADS threads, `smem` bytes each) the device runs at once
  * (cuOccupancyMaxActiveClusters; 0: none), asked once per function and remembered; all 0 before sm_90. 16 is a
  * non-portable size: fn is allowed it first (a host-side attribute); a device or driver that refuses gets 0. */
 typedef struct long_cluster_entry {
@@ -168,7 +172,7 @@ static void long_active_clusters(dsv4_context *ctx, CUfunction fn, unsigned smem
     CUlaunchConfig cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.gridDimX = (unsigned)cl, cfg.gridDimY = 1, cfg.gridDimZ = 1;
-    cfg.blockDimX = 1024, cfg.blockDimY = 1, cfg.blockDimZ = 1;
+    cfg.blockDimX = LONG_WIDE_THREADS, cfg.blockDimY = 1, cfg.blockDimZ = 1;
     cfg.sharedMemBytes = smem;
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
@@ -207,7 +211,7 @@ static dsv4_status long_setup(dsv4_context *ctx, int64_t rows, int64_t cols, int
     DSV4_CU(ctx->drv, cuFuncSetAttribute(*fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem_limit),
             "topk_long: cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
   }
-  if (plan->threads == 1024 && ctx->cc_major >= 9) {
+  if (cols > LONG_WIDE_COLS && ctx->cc_major >= 9) {
     int active[5];
     long_active_clusters(ctx, *fn, plan->smem, active);
     for (int lg = 4; lg >= 1; --lg) {

@@ -85,11 +85,11 @@ static void test_topk_select_kernel_choice(void **state) {
   dsv4_topk_select_spec(1024, 17, &s);   /* large k */
   assert_string_equal(s.name_expr, "dsv4::topk_long<32, 256>");
   dsv4_topk_select_spec(131072, 512, &s);
-  assert_string_equal(s.name_expr, "dsv4::topk_long<512, 1024>");
+  assert_string_equal(s.name_expr, "dsv4::topk_long<512, 512>");
   dsv4_topk_select_spec(131072, 2047, &s);
-  assert_string_equal(s.name_expr, "dsv4::topk_long<2048, 1024>");
+  assert_string_equal(s.name_expr, "dsv4::topk_long<2048, 512>");
   dsv4_topk_select_spec(1 << 20, 4096, &s);
-  assert_string_equal(s.name_expr, "dsv4::topk_long<4096, 1024>");
+  assert_string_equal(s.name_expr, "dsv4::topk_long<4096, 512>");
 }
 
 /* ---------------- dsv4_activation_topk ---------------- */

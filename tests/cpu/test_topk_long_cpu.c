@@ -38,13 +38,13 @@ static void test_kernel_choice(void **state) {
   assert_string_equal(s.name_expr, "dsv4::topk_select_warp<6, 12>");
   dsv4_topk_select_spec(1024, 16, &s);
   assert_string_equal(s.name_expr, "dsv4::topk_select_warp<16, 32>");
-  /* Everything else takes topk_long<k rounded up to a power of two, 256 or 1024 threads>. */
+  /* Everything else takes topk_long<k rounded up to a power of two, 256 or 512 threads>. */
   static const struct { int64_t cols; int32_t k; const char *name; } cases[] = {
       {1025, 16, "dsv4::topk_long<16, 256>"},      {1024, 17, "dsv4::topk_long<32, 256>"},
-      {8192, 4096, "dsv4::topk_long<4096, 256>"},  {8193, 1, "dsv4::topk_long<1, 1024>"},
-      {65536, 1, "dsv4::topk_long<1, 1024>"},      {131072, 512, "dsv4::topk_long<512, 1024>"},
-      {131072, 2047, "dsv4::topk_long<2048, 1024>"}, {131072, 2048, "dsv4::topk_long<2048, 1024>"},
-      {1 << 20, 4096, "dsv4::topk_long<4096, 1024>"}, {100, 100, "dsv4::topk_long<128, 256>"},
+      {8192, 4096, "dsv4::topk_long<4096, 256>"},  {8193, 1, "dsv4::topk_long<1, 512>"},
+      {65536, 1, "dsv4::topk_long<1, 512>"},      {131072, 512, "dsv4::topk_long<512, 512>"},
+      {131072, 2047, "dsv4::topk_long<2048, 512>"}, {131072, 2048, "dsv4::topk_long<2048, 512>"},
+      {1 << 20, 4096, "dsv4::topk_long<4096, 512>"}, {100, 100, "dsv4::topk_long<128, 256>"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; ++i) {
     dsv4_topk_select_spec(cases[i].cols, cases[i].k, &s);
@@ -69,7 +69,7 @@ static void test_plan_indexer_shapes(void **state) {
   (void)state;
   /* Decode, one row: a cluster of 16 blocks (where the device runs it), 8192 columns each, whole keys kept. */
   dsv4_topk_long_plan p = plan_on(&k_h200, 1, 131072, 512);
-  assert_int_equal(p.threads, 1024);
+  assert_int_equal(p.threads, 512);
   assert_int_equal(p.cluster, 16);
   assert_int_equal(p.slice, 8192);
   assert_int_equal(p.cached, 1);
@@ -160,11 +160,11 @@ static void test_plan_invariants(void **state) {
           dsv4_topk_long_plan p = plan_on(dv, rows, cols, k);
           const int64_t sp = p.kp > 64 ? p.kp : 64;
           assert_true(p.kp >= k && p.kp < 2 * k + 1 && (p.kp & (p.kp - 1)) == 0);
-          assert_int_equal(p.threads, cols > 8192 ? 1024 : 256);
+          assert_int_equal(p.threads, cols > 8192 ? 512 : 256);
           assert_true(p.cluster >= 1 && p.cluster <= dv->max_cluster && p.cluster <= 16 &&
                       (p.cluster & (p.cluster - 1)) == 0);
           if (p.cluster > 1) {
-            assert_int_equal(p.threads, 1024);
+            assert_int_equal(p.threads, 512);
             assert_true(rows * p.cluster <= dv->sms);
             assert_true(4 * (int64_t)p.pool_words >= 12 * (int64_t)p.kp);   /* copied lists + ranks fit the pool */
             assert_true((int64_t)p.slice * (p.cluster - 1) < cols);   /* no block without columns */
@@ -180,9 +180,9 @@ static void test_plan_invariants(void **state) {
           if (!p.cached) assert_true(p.key_bits == 16 && p.dense % 8 == 0);
           assert_true(p.cand_cap >= 0 && p.cand_cap <= p.slice);
           assert_true(pool_used(&p) <= 4 * (int64_t)p.pool_words);
-          /* The cache leaves room for candidates: all of a short slice's, else 4096 (2048 with 256 threads). */
+          /* The cache leaves room for candidates: all of a short slice's, else 4096 (2048 for rows of 8192 or fewer). */
           if (dv->smem >= 101376 && k <= 2048) {
-            const int64_t want = p.threads == 1024 ? 4096 : 2048;
+            const int64_t want = cols > 8192 ? 4096 : 2048;
             assert_true(p.cand_cap >= (p.slice < want ? p.slice : want));
           }
           if (p.threads == 256) assert_int_equal(p.key_bits, 32);

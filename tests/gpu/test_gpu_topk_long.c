@@ -3,7 +3,7 @@
  * indexer's whole matrix (cols 2048, 65536, 131072, 262144, 2^20 x k 1, 64, 512, 2048, 4096 x rows 1, 7, 64, 512;
  * every case with random rows and with an adversarial generator), every launch shape of the kernel (one block
  * per row; clusters of 2 to 16 blocks; whole 32-bit keys, 16-bit keys of the whole slice and of a prefix of it;
- * 256- and 1024-thread blocks), strided and misaligned rows, adversarial rows (all equal, thousands of ties at
+ * 256- and 512-thread blocks), strided and misaligned rows, adversarial rows (all equal, thousands of ties at
  * the cut, five distinct values, half and all NaN, +-inf, -0.0/+0.0, sorted both ways, a narrow range that needs
  * every radix digit), two runs bitwise equal, a CUDA graph replayed on new data, and two streams running the op
  * at once (no shared scratch). Outputs are poisoned before every call and checked past the end. The oracle is a
