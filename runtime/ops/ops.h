@@ -91,6 +91,28 @@ DSV4_INTERNAL dsv4_status dsv4_topk_long_enqueue_planned(dsv4_context *ctx, CUst
     const float *scores, int64_t rows, int64_t cols, int64_t row_stride, int32_t k, float *out_values,
     int32_t *out_indices);
 
+/* Whether shape is a launch shape topk_long.cu can run for rows of cols columns and this k: kp = k rounded up to
+ * a power of two; threads 256 or the wide-row size; cluster a power of two up to max_cluster (and 16); slice a
+ * multiple of 4 that splits the row over the cluster with columns in every block; key_bits 32 or 16; dense a
+ * multiple of 8 (or the slice) in 0..slice and cached == (dense == slice); cand_cap in 0..slice; smem the fixed
+ * part plus a pool (pool_words * 4 bytes, a multiple of 16) that holds the layout (the cache, the hit list of
+ * 16-bit keys, the candidates, the counting sort's scratch, with a cluster the copied lists) and, with
+ * smem_limit > 0, at most smem_limit. grid is not checked. DSV4_ERR_INVALID_ARGUMENT names the field. Every
+ * shape dsv4_topk_long_plan_for gives passes (tests/cpu/test_topk_long_cpu.c). */
+DSV4_INTERNAL dsv4_status dsv4_topk_long_shape_check(const char *fn, const dsv4_topk_long_plan *shape, int64_t cols,
+    int32_t k, int smem_limit, int max_cluster);
+/* Sets shape's cached, pool_words and smem to the least shared memory its other fields need (for tests that
+ * build shapes). */
+DSV4_INTERNAL void dsv4_topk_long_shape_fit(dsv4_topk_long_plan *shape);
+/* Test hook: the long-row kernel on rows x cols with a launch shape given whole (checked as above against the
+ * device: its shared memory, clusters on sm_90+ only), one cluster per row; grid ignored. The output is what
+ * dsv4_topk_select gives: the shape changes the speed, never the result. For sanitizer runs (tests/gpu,
+ * test_forced_shapes): every code path of the kernel on small rows - 16-bit keys, an uncached tail, a full
+ * candidate buffer, every cluster size - that the planner would pick only for rows of hundreds of thousands. */
+DSV4_INTERNAL dsv4_status dsv4_topk_long_enqueue_shape(dsv4_context *ctx, CUstream stream,
+    const dsv4_topk_long_plan *shape, const float *scores, int64_t rows, int64_t cols, int64_t row_stride, int32_t k,
+    float *out_values, int32_t *out_indices);
+
 /* activation_topk.cu (one slab) and activation_topk_slabs.cu (several): dense routing from FP32 logits. The
  * logits are `num_splits` partial slabs
  * (float partials[num_splits][num_tokens][num_experts], slab s at logits + s * split_stride elements) that the

@@ -38,12 +38,14 @@ static int pow2_at_least(int32_t k) {
 
 static int long_threads(int64_t cols) { return cols > LONG_WIDE_COLS ? LONG_WIDE_THREADS : 256; }
 
-void dsv4_topk_long_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out) {
-  const int kp = pow2_at_least(k), nt = long_threads(cols);
+static void long_spec_threads(int32_t k, int nt, dsv4_kernel_spec *out) {
+  const int kp = pow2_at_least(k);
   out->source = "topk_long.cu";
   snprintf(out->name_expr, sizeof out->name_expr, "dsv4::topk_long<%d, %d>", kp, nt);
   snprintf(out->tag, sizeof out->tag, "topk_long-kp%d-t%d", kp, nt);
 }
+
+void dsv4_topk_long_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out) { long_spec_threads(k, long_threads(cols), out); }
 
 void dsv4_topk_select_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out) {
   if (dsv4_topk_select_uses_warp(cols, k)) {
@@ -116,6 +118,53 @@ dsv4_status dsv4_topk_long_plan_for(int64_t rows, int64_t cols, int32_t k, int s
   out->smem = (unsigned)(fixed + pool);
   const int64_t max_clusters = ((int64_t)1 << 30) / cl;   /* the kernel loops over rows beyond the grid */
   out->grid = (unsigned)((rows < max_clusters ? rows : max_clusters) * cl);
+  return DSV4_OK;
+}
+
+/* The shared-memory layout of topk_long.cu for a shape: the fixed part (control block, two histograms, the
+ * survivor list) and the least pool the cache, hit list, candidates, counting sort and (clusters) the copied
+ * lists need. */
+static int64_t long_fixed_bytes(int kp) { return LONG_CTL_BYTES + 2 * LONG_BINS * 4 + 8 * (int64_t)(kp > 64 ? kp : 64); }
+static int64_t long_pool_needed(const dsv4_topk_long_plan *s) {
+  /* With 16-bit keys the hit list sits after the cache and the candidates after it; a shape with no cached
+   * column and no candidate (a device with a tiny pool) never touches either. */
+  const bool hits = s->key_bits == 16 && (s->dense > 0 || s->cand_cap > 0);
+  int64_t need = round8(s->dense) * (s->key_bits == 32 ? 4 : 2) + (hits ? LONG_HIT_BYTES : 0) +
+                 8 * (int64_t)s->cand_cap;
+  if (need < LONG_MIN_POOL) need = LONG_MIN_POOL;
+  if (s->cluster > 1 && need < 12 * (int64_t)s->kp) need = 12 * (int64_t)s->kp;
+  return need;
+}
+
+void dsv4_topk_long_shape_fit(dsv4_topk_long_plan *s) {
+  const int64_t pool = (long_pool_needed(s) + 15) / 16 * 16;
+  s->cached = s->dense == s->slice;
+  s->pool_words = (int32_t)(pool / 4);
+  s->smem = (unsigned)(long_fixed_bytes(s->kp) + pool);
+}
+
+dsv4_status dsv4_topk_long_shape_check(const char *fn, const dsv4_topk_long_plan *s, int64_t cols, int32_t k,
+                                       int smem_limit, int max_cluster) {
+  DSV4_CHECK_ARG(s != NULL, fn, "shape", "is NULL");
+  DSV4_CHECK_ARG(s->kp == pow2_at_least(k), fn, "shape.kp", "is not k rounded up to a power of two");
+  DSV4_CHECK_ARG(s->threads == 256 || s->threads == LONG_WIDE_THREADS, fn, "shape.threads",
+                 "is neither 256 nor the wide-row block size");
+  DSV4_CHECK_ARG(s->cluster >= 1 && s->cluster <= LONG_MAX_CLUSTER && (s->cluster & (s->cluster - 1)) == 0, fn,
+                 "shape.cluster", "is not a power of two in 1..16");
+  DSV4_CHECK_ARG(s->cluster <= max_cluster, fn, "shape.cluster", "is larger than the device runs");
+  DSV4_CHECK_ARG(s->slice >= 4 && s->slice % 4 == 0, fn, "shape.slice", "is not a positive multiple of 4");
+  DSV4_CHECK_ARG((int64_t)s->slice * s->cluster >= cols && (int64_t)s->slice * (s->cluster - 1) < cols, fn,
+                 "shape.slice", "does not split the row over the cluster with columns in every block");
+  DSV4_CHECK_ARG(s->key_bits == 32 || s->key_bits == 16, fn, "shape.key_bits", "is neither 32 nor 16");
+  DSV4_CHECK_ARG(s->dense >= 0 && s->dense <= s->slice && (s->dense % 8 == 0 || s->dense == s->slice), fn,
+                 "shape.dense", "is not a multiple of 8 (or the slice) in 0..slice");
+  DSV4_CHECK_ARG(s->cached == (s->dense == s->slice), fn, "shape.cached", "does not say whether dense == slice");
+  DSV4_CHECK_ARG(s->cand_cap >= 0 && s->cand_cap <= s->slice, fn, "shape.cand_cap", "is outside 0..slice");
+  const int64_t pool = (int64_t)s->smem - long_fixed_bytes(s->kp);
+  DSV4_CHECK_ARG(pool >= long_pool_needed(s) && pool % 16 == 0, fn, "shape.smem",
+                 "leaves a pool smaller than the layout needs (or not a multiple of 16 bytes)");
+  DSV4_CHECK_ARG((int64_t)s->pool_words * 4 == pool, fn, "shape.pool_words", "is not the pool of shape.smem");
+  DSV4_CHECK_ARG(smem_limit <= 0 || s->smem <= (unsigned)smem_limit, fn, "shape.smem", "exceeds the device's limit");
   return DSV4_OK;
 }
 
@@ -238,14 +287,11 @@ dsv4_status dsv4_topk_long_plan_ctx(dsv4_context *ctx, int64_t rows, int64_t col
   return s;
 }
 
-/* With ctx current: the long-row kernel on `rows` rows, launched as it is for plan_rows (>= rows) rows: the
- * same plan, the grid cut to the rows given. */
-static dsv4_status launch_long(dsv4_context *ctx, CUstream stream, int64_t plan_rows, const float *scores,
-                               int64_t rows, int64_t cols, int64_t row_stride, int32_t k, float *out_values,
-                               int32_t *out_indices) {
-  CUfunction fn = NULL;
-  dsv4_topk_long_plan plan;
-  DSV4_TRY(long_setup(ctx, plan_rows, cols, k, &fn, &plan));
+/* With ctx current: fn (a topk_long instance) on `rows` rows with launch shape `plan`, its grid cut to the rows
+ * given. */
+static dsv4_status launch_shape(dsv4_context *ctx, CUstream stream, CUfunction fn, dsv4_topk_long_plan plan,
+                                const float *scores, int64_t rows, int64_t cols, int64_t row_stride, int32_t k,
+                                float *out_values, int32_t *out_indices) {
   if ((int64_t)plan.grid > rows * plan.cluster) plan.grid = (unsigned)(rows * plan.cluster);
   int ncols = (int)cols, slice = plan.slice, dense = plan.dense, cap = plan.cand_cap, wide = plan.key_bits == 32;
   void *args[] = {&scores, &rows, &ncols, &row_stride, &k, &out_values, &out_indices, &slice, &dense, &cap, &wide};
@@ -265,6 +311,17 @@ static dsv4_status launch_long(dsv4_context *ctx, CUstream stream, int64_t plan_
   cfg.numAttrs = 1;
   DSV4_CU(ctx->drv, cuLaunchKernelEx(&cfg, fn, args, NULL), "launching topk_long (cluster)");
   return DSV4_OK;
+}
+
+/* With ctx current: the long-row kernel on `rows` rows, launched as it is for plan_rows (>= rows) rows: the
+ * same plan, the grid cut to the rows given. */
+static dsv4_status launch_long(dsv4_context *ctx, CUstream stream, int64_t plan_rows, const float *scores,
+                               int64_t rows, int64_t cols, int64_t row_stride, int32_t k, float *out_values,
+                               int32_t *out_indices) {
+  CUfunction fn = NULL;
+  dsv4_topk_long_plan plan;
+  DSV4_TRY(long_setup(ctx, plan_rows, cols, k, &fn, &plan));
+  return launch_shape(ctx, stream, fn, plan, scores, rows, cols, row_stride, k, out_values, out_indices);
 }
 
 dsv4_status dsv4_topk_select_enqueue(dsv4_context *ctx, CUstream stream, const float *scores, int64_t rows,
@@ -311,6 +368,48 @@ dsv4_status dsv4_topk_long_enqueue_planned(dsv4_context *ctx, CUstream stream, i
   bool pushed = false;
   DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
   dsv4_status s = launch_long(ctx, stream, plan_rows, scores, rows, cols, row_stride, k, out_values, out_indices);
+  dsv4_ctx_leave(ctx, pushed);
+  return s;
+}
+
+dsv4_status dsv4_topk_long_enqueue_shape(dsv4_context *ctx, CUstream stream, const dsv4_topk_long_plan *shape,
+                                         const float *scores, int64_t rows, int64_t cols, int64_t row_stride,
+                                         int32_t k, float *out_values, int32_t *out_indices) {
+  static const char *fn = "dsv4_topk_long_enqueue_shape";
+  DSV4_TRY(dsv4_topk_select_check(fn, ctx, scores, rows, cols, row_stride, k, out_values, out_indices));
+  DSV4_CHECK_ARG(!dsv4_topk_select_uses_warp(cols, k), fn, "cols", "and k take the warp kernel, not the long-row one");
+  DSV4_CHECK_ARG(shape != NULL, fn, "shape", "is NULL");
+  dsv4_kernel_spec spec;
+  long_spec_threads(k, shape->threads, &spec);
+  CUfunction f = NULL;
+  if (shape->threads == 256 || shape->threads == LONG_WIDE_THREADS) DSV4_TRY(dsv4_ctx_function(ctx, &spec, &f));
+  bool pushed = false;
+  DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
+  int optin = 0, static_smem = 0;
+  dsv4_status s = DSV4_OK;
+  if (f) {
+    CUresult e = ctx->drv->cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, ctx->dev);
+    if (e == CUDA_SUCCESS) e = ctx->drv->cuFuncGetAttribute(&static_smem, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, f);
+    if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "topk_long: shared-memory attributes");
+  }
+  /* Clusters of more than one block on sm_90+ only; of more than 8 where the function may take the
+   * non-portable size (a host-side attribute). */
+  int max_cluster = ctx->cc_major >= 9 ? 8 : 1;
+  if (s == DSV4_OK && f && ctx->cc_major >= 9 && shape->cluster > 8 &&
+      ctx->drv->cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1) == CUDA_SUCCESS)
+    max_cluster = LONG_MAX_CLUSTER;
+  if (s == DSV4_OK) s = dsv4_topk_long_shape_check(fn, shape, cols, k, optin - static_smem, max_cluster);
+  if (s == DSV4_OK && rows > 0) {
+    dsv4_topk_long_plan plan = *shape;
+    const int64_t max_clusters = ((int64_t)1 << 30) / plan.cluster;   /* the kernel loops over rows beyond the grid */
+    plan.grid = (unsigned)((rows < max_clusters ? rows : max_clusters) * plan.cluster);
+    if (plan.smem > STATIC_SMEM_LIMIT) {
+      CUresult e = ctx->drv->cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, optin - static_smem);
+      if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "topk_long: cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+    }
+    if (s == DSV4_OK)
+      s = launch_shape(ctx, stream, f, plan, scores, rows, cols, row_stride, k, out_values, out_indices);
+  }
   dsv4_ctx_leave(ctx, pushed);
   return s;
 }

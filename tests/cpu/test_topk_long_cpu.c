@@ -5,6 +5,7 @@
 #include "test_util.h"
 #include "jit.h"
 #include "ops/ops.h"
+#include "topk_long_shapes.h"
 
 #define FAKE_CTX ((dsv4_context *)(uintptr_t)0x1000)
 #define DEV_F ((float *)(uintptr_t)0x7f0000001000ull)
@@ -160,6 +161,8 @@ static void test_plan_invariants(void **state) {
           dsv4_topk_long_plan p = plan_on(dv, rows, cols, k);
           const int64_t sp = p.kp > 64 ? p.kp : 64;
           assert_true(p.kp >= k && p.kp < 2 * k + 1 && (p.kp & (p.kp - 1)) == 0);
+          /* The test hook's shape check accepts every shape the planner gives. */
+          assert_int_equal(dsv4_topk_long_shape_check("plan", &p, cols, k, dv->smem, dv->max_cluster), DSV4_OK);
           assert_int_equal(p.threads, cols > 8192 ? 512 : 256);
           assert_true(p.cluster >= 1 && p.cluster <= dv->max_cluster && p.cluster <= 16 &&
                       (p.cluster & (p.cluster - 1)) == 0);
@@ -290,12 +293,81 @@ static void test_compiles(void **state) {
   }
 }
 
+/* The forced shapes of test_gpu_topk_long's test_forced_shapes (tests/topk_long_shapes.h) pass the shape check
+ * exactly when they fit the device's shared memory; each pool kind gives the layout it names. */
+static void test_forced_shapes_check(void **state) {
+  (void)state;
+  static const int64_t colsv[] = {5000, 20000, 40000};
+  static const int32_t ks[] = {1, 64, 512, 2048, 4096};
+  int ok = 0, too_big = 0;
+  for (size_t c = 0; c < 3; ++c)
+    for (size_t j = 0; j < 5; ++j)
+      for (int nt = 256; nt <= 512; nt *= 2)
+        for (int cl = 1; cl <= 16; cl *= 2)
+          for (int pool = 0; pool < TOPK_LONG_POOL_KINDS; ++pool) {
+            const int64_t cols = colsv[c];
+            const int32_t k = ks[j];
+            if (k > cols) continue;
+            const dsv4_topk_long_plan s = topk_long_forced_shape(cols, k, nt, cl, pool);
+            assert_int_equal(s.key_bits, pool < 2 ? 32 : 16);
+            assert_int_equal(s.cached, pool != 4 && pool != 5);
+            assert_int_equal(s.cand_cap, pool == 1 || pool == 3 || pool == 5 ? 4 : s.slice);
+            const dsv4_status st = dsv4_topk_long_shape_check("forced", &s, cols, k, 232448, 16);
+            if (s.smem <= 232448u) {
+              if (st != DSV4_OK) fail_msg("cols %lld k %d nt %d cl %d pool %d: %s", (long long)cols, k, nt, cl, pool,
+                                          dsv4_last_error());
+              ++ok;
+            } else {
+              assert_status_names(st, DSV4_ERR_INVALID_ARGUMENT, "'shape.smem'");
+              ++too_big;
+            }
+          }
+  assert_true(ok > 300);
+  printf("  %d forced shapes fit 227 KB, %d do not\n", ok, too_big);
+}
+
+/* The shape check names the field it rejects. */
+static void test_shape_check_names_fields(void **state) {
+  (void)state;
+  const dsv4_topk_long_plan good = plan_on(&k_h200, 64, 131072, 512);
+  const int64_t cols = 131072;
+  assert_int_equal(dsv4_topk_long_shape_check("t", &good, cols, 512, 232448, 16), DSV4_OK);
+  enum { INV = DSV4_ERR_INVALID_ARGUMENT };
+  dsv4_topk_long_plan s;
+#define BAD(field_expr, needle, limit, maxcl)                                                   \
+  do {                                                                                        \
+    s = good;                                                                                 \
+    field_expr;                                                                               \
+    assert_status_names(dsv4_topk_long_shape_check("t", &s, cols, 512, limit, maxcl), INV, needle); \
+  } while (0)
+  assert_status_names(dsv4_topk_long_shape_check("t", NULL, cols, 512, 232448, 16), INV, "'shape'");
+  BAD(s.kp = 1024, "'shape.kp'", 232448, 16);
+  BAD(s.threads = 1024, "'shape.threads'", 232448, 16);
+  BAD(s.cluster = 3, "'shape.cluster'", 232448, 16);
+  BAD(s.cluster = 32, "'shape.cluster'", 232448, 16);
+  BAD((void)0, "'shape.cluster'", 232448, 1);   /* clusters of 2 on a device without clusters */
+  BAD(s.slice = s.slice + 2, "'shape.slice'", 232448, 16);
+  BAD(s.slice = s.slice / 2, "'shape.slice'", 232448, 16);
+  BAD(s.key_bits = 8, "'shape.key_bits'", 232448, 16);
+  BAD(s.dense = 7, "'shape.dense'", 232448, 16);
+  BAD(s.dense = s.slice + 8, "'shape.dense'", 232448, 16);
+  BAD(s.cached = !s.cached, "'shape.cached'", 232448, 16);
+  BAD(s.cand_cap = -1, "'shape.cand_cap'", 232448, 16);
+  BAD(s.cand_cap = s.slice + 1, "'shape.cand_cap'", 232448, 16);
+  BAD(s.smem = 1024, "'shape.smem'", 232448, 16);
+  BAD(s.pool_words = s.pool_words - 4, "'shape.pool_words'", 232448, 16);
+  BAD((void)0, "'shape.smem'", (int)good.smem - 16, 16);   /* over the device's limit */
+#undef BAD
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_kernel_choice),
       cmocka_unit_test(test_plan_indexer_shapes),
       cmocka_unit_test(test_plan_invariants),
       cmocka_unit_test(test_long_args),
+      cmocka_unit_test(test_forced_shapes_check),
+      cmocka_unit_test(test_shape_check_names_fields),
       cmocka_unit_test(test_order_key),
       cmocka_unit_test(test_compiles),
   };

@@ -19,7 +19,8 @@
 #                          16-core GPU machine 8 or more in parallel finish the suite many times sooner
 #   DSV4_SANITIZE_FILTERS  ';'-separated TOOL:TEST=PATTERN entries (TOOL may be '*'): that run sets
 #                          DSV4_TEST_FILTER=PATTERN, so it runs only the cmocka tests whose names match, e.g.
-#                          'racecheck:test_gpu_topk_long=test_strided' (racecheck is slow on big inputs);
+#                          'racecheck:test_gpu_topk_long=test_strided' (racecheck is slow on big inputs;
+#                          test_forced_shapes runs every long-row code path on small rows);
 #                          PATTERN@N splits that run into N parallel runs, run i with DSV4_TEST_PART=i/N (the
 #                          topk tests deal their cases round-robin into the parts), e.g. '*:test_gpu_topk_long=*@8'
 #   DSV4_TEST_REDUCED      racecheck runs get DSV4_TEST_REDUCED=1 unless it is set here (then every tool gets

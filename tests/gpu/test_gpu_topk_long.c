@@ -11,6 +11,7 @@
 #include <math.h>
 
 #include "gpu_util.h"
+#include "topk_long_shapes.h"
 #include "oracle.h"
 
 static dsv4_context *g_ctx;
@@ -100,11 +101,11 @@ static void print_plan(int64_t rows, int64_t cols, int32_t k) {
  * written past rows*k, and checks every `sample`-th row and the last against the oracle. DSV4_TEST_REDUCED
  * (racecheck): the first row alone, launched with the full case's plan, and a plan already run with the same
  * data kind skipped (gpu_topk_long_reduce). */
-static void run_case(int64_t rows, int64_t cols, int64_t row_stride, int64_t offset, int32_t k, int mode,
-                     int64_t sample, uint64_t seed) {
+static void run_case_with(const dsv4_topk_long_plan *shape, int64_t rows, int64_t cols, int64_t row_stride,
+                          int64_t offset, int32_t k, int mode, int64_t sample, uint64_t seed) {
   if (!gpu_test_part_mine()) return;
   int64_t plan_rows = rows;
-  if (gpu_test_reduced() &&
+  if (!shape && gpu_test_reduced() &&
       !gpu_topk_long_reduce(g_ctx, &rows, &plan_rows, cols, row_stride, offset, k, mode, k_gen_names[mode], &sample))
     return;
   const size_t in_elems = (size_t)((rows - 1) * row_stride + cols) + (size_t)offset;
@@ -120,8 +121,10 @@ static void run_case(int64_t rows, int64_t cols, int64_t row_stride, int64_t off
   for (int run = 0; run < 2; ++run) {
     gpu_poison(d_v, 4 * (out + pad));
     gpu_poison(d_i, 4 * (out + pad));
-    dsv4_status st = gpu_topk_call(g_ctx, plan_rows, (const float *)(d_in + 4 * (size_t)offset), rows,
-                                     cols, row_stride, k, d_v, d_i);
+    const float *src = (const float *)(d_in + 4 * (size_t)offset);
+    dsv4_status st = shape ? dsv4_topk_long_enqueue_shape(g_ctx, NULL, shape, src, rows, cols, row_stride, k,
+                                                          (float *)d_v, (int32_t *)d_i)
+                           : gpu_topk_call(g_ctx, plan_rows, src, rows, cols, row_stride, k, d_v, d_i);
     if (st != DSV4_OK) fprintf(stderr, "dsv4_topk_select: %s\n", dsv4_last_error());
     assert_int_equal(st, DSV4_OK);
     gpu_sync();
@@ -164,6 +167,12 @@ static void run_case(int64_t rows, int64_t cols, int64_t row_stride, int64_t off
   assert_true(same);
   gpu_free(d_in), gpu_free(d_v), gpu_free(d_i);
   free(in), free(v[0]), free(v[1]), free(idx[0]), free(idx[1]), free(rv), free(ri);
+}
+
+/* run_case with the launch dsv4_topk_select picks. */
+static void run_case(int64_t rows, int64_t cols, int64_t row_stride, int64_t offset, int32_t k, int mode,
+                     int64_t sample, uint64_t seed) {
+  run_case_with(NULL, rows, cols, row_stride, offset, k, mode, sample, seed);
 }
 
 /* How many rows to skip between oracle checks so a case checks about `budget` elements' worth of rows. */
@@ -359,6 +368,42 @@ static void test_concurrent_streams(void **state) {
   free(v), free(rv), free(idx), free(ri);
 }
 
+/* Every code path of the kernel on small rows, through dsv4_topk_long_enqueue_shape: both block sizes, every
+ * cluster size the device runs (up to 16 on sm_90+, 1 before), and the six pool kinds of topk_long_shapes.h
+ * (whole or 16-bit keys, a cached prefix or none, a candidate buffer of the whole slice or of 4 entries) on
+ * 1 or 2 rows of 5000 to 40000 columns, the generators taken in turn (every pool kind meets all of them), every
+ * third case strided and every fifth misaligned. The planner takes these paths only for rows of hundreds of
+ * thousands of columns: here a sanitizer sees them at a few percent of the cost
+ * (DSV4_SANITIZE_FILTERS='racecheck:test_gpu_topk_long=test_forced_shapes'). Shapes past the device's shared
+ * memory are skipped (and counted). */
+static void test_forced_shapes(void **state) {
+  (void)state;
+  static const struct { int64_t cols; int32_t k; } cks[] = {
+      {20000, 512}, {20000, 2048}, {40000, 64}, {5000, 300}, {30000, 4096}};
+  int optin = 0;
+  GPU_CHECK(cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, g_ctx->dev));
+  const int max_cl = g_ctx->cc_major >= 9 ? 16 : 1;
+  uint64_t seed = 31337;
+  int n = 0, ran = 0, skipped = 0;
+  for (int nt = 256; nt <= 512; nt *= 2)
+    for (int cl = 1; cl <= max_cl; cl *= 2)
+      for (int pool = 0; pool < TOPK_LONG_POOL_KINDS; ++pool)
+        for (size_t c = 0; c < sizeof cks / sizeof cks[0]; ++c, ++n) {
+          const int64_t cols = cks[c].cols;
+          const int32_t k = cks[c].k;
+          const dsv4_topk_long_plan s = topk_long_forced_shape(cols, k, nt, cl, pool);
+          if (s.smem > (unsigned)optin) {
+            ++skipped;
+            continue;
+          }
+          const int64_t rows = 1 + n % 2, stride = n % 3 == 2 ? cols + 4 : cols, offset = n % 5 == 4 ? 1 : 0;
+          run_case_with(&s, rows, cols, stride, offset, k, n % GEN_COUNT, 1, seed++);
+          ++ran;
+        }
+  printf("    forced shapes: %d run, %d past the device's %d bytes of shared memory\n", ran, skipped, optin);
+  assert_true(ran >= 100);
+}
+
 /* A rejected long-row call changes nothing. */
 static void test_rejected_call_writes_nothing(void **state) {
   (void)state;
@@ -390,6 +435,7 @@ int main(void) {
       cmocka_unit_test(test_strided),
       cmocka_unit_test(test_graph),
       cmocka_unit_test(test_concurrent_streams),
+      cmocka_unit_test(test_forced_shapes),
       cmocka_unit_test(test_rejected_call_writes_nothing),
   };
   GPU_RUN_TESTS(g_ctx, tests);
