@@ -37,6 +37,7 @@ extern "C" {   /* C headers (cmocka's, too) without C++ guards */
 #include "test_util.h"
 #include "ops/ops.h"
 #include "oracle.h"
+#include "topk_long_shapes.h"
 }
 
 #include "topk_long_emu.h"
@@ -311,6 +312,32 @@ static void test_real_blocks(void** state) {
   report("real block sizes", c0, f0);
 }
 
+/* The shapes of the GPU test test_forced_shapes (tests/topk_long_shapes.h, the same loops and case list), run
+ * here first: the kernel's logic on exactly those launch shapes and shared-memory sizes. Every 7th case by
+ * default (they are the largest blocks here), all of them with DSV4_TEST_EXHAUSTIVE=1. */
+static void test_gpu_forced_shapes(void** state) {
+  (void)state;
+  const int c0 = g_cases, f0 = g_failures;
+  static const struct { int cols, k; } cks[] = {{20000, 512}, {20000, 2048}, {40000, 64}, {5000, 300}, {30000, 4096}};
+  uint64_t seed = 6000;
+  int n = 0;
+  for (int nt = 256; nt <= 512; nt *= 2)
+    for (int cl = 1; cl <= 16; cl *= 2)
+      for (int pool = 0; pool < TOPK_LONG_POOL_KINDS; ++pool)
+        for (const auto& ck : cks) {
+          const int i = n++;
+          const dsv4_topk_long_plan p = topk_long_forced_shape(ck.cols, ck.k, nt, cl, pool);
+          if (p.smem > 232448u || (!exhaustive() && i % 7 != 0)) continue;
+          shape s;
+          s.kp = p.kp, s.nt = p.threads, s.cl = p.cluster, s.slice = p.slice, s.dense = p.dense, s.cap = p.cand_cap;
+          s.wide = p.key_bits == 32, s.smem = p.smem;
+          const int64_t rows = 1 + i % 2, stride = i % 3 == 2 ? ck.cols + 4 : ck.cols;
+          s.nclusters = (int)rows;
+          run_case(rows, ck.cols, stride, i % 5 == 4 ? 1 : 0, ck.k, i % NMODES, s, seed++);
+        }
+  report("the GPU test's forced shapes", c0, f0);
+}
+
 /* The planner's shapes: H200-like (132 SMs, 227 KB, clusters of 16, and of 8) and A100-like (108 SMs, 163 KB,
  * no clusters). The default run takes two small ones; the full sizes only with DSV4_TEST_EXHAUSTIVE=1. */
 static void test_planner_shapes(void** state) {
@@ -347,7 +374,8 @@ int main(void) {
   if (getenv("DSV4_TEST_FILTER")) cmocka_set_test_filter(getenv("DSV4_TEST_FILTER"));
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_small_blocks),  cmocka_unit_test(test_k_near_cols), cmocka_unit_test(test_row_loops),
-      cmocka_unit_test(test_large_k),       cmocka_unit_test(test_real_blocks), cmocka_unit_test(test_planner_shapes),
+      cmocka_unit_test(test_large_k),       cmocka_unit_test(test_real_blocks), cmocka_unit_test(test_gpu_forced_shapes),
+      cmocka_unit_test(test_planner_shapes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
