@@ -104,8 +104,10 @@ DSV4_INTERNAL dsv4_status dsv4_topk_long_shape_check(const char *fn, const dsv4_
 /* Sets shape's cached, pool_words and smem to the least shared memory its other fields need (for tests that
  * build shapes). */
 DSV4_INTERNAL void dsv4_topk_long_shape_fit(dsv4_topk_long_plan *shape);
-/* Test hook: the long-row kernel on rows x cols with a launch shape given whole (checked as above against the
- * device: its shared memory, clusters on sm_90+ only), one cluster per row; grid ignored. The output is what
+/* Test hook: the long-row kernel on rows x cols with a launch shape given whole, one cluster per row (grid
+ * ignored). A malformed shape (the check above) is DSV4_ERR_INVALID_ARGUMENT; one this device cannot run (its
+ * shared memory, or a cluster size the device does not run at once: cuOccupancyMaxActiveClusters, none before
+ * sm_90) is DSV4_ERR_UNSUPPORTED, so that a test may skip it. The output is what
  * dsv4_topk_select gives: the shape changes the speed, never the result. For sanitizer runs (tests/gpu,
  * test_forced_shapes): every code path of the kernel on small rows - 16-bit keys, an uncached tail, a full
  * candidate buffer, every cluster size - that the planner would pick only for rows of hundreds of thousands. */
@@ -184,7 +186,11 @@ DSV4_INTERNAL dsv4_status dsv4_gate_decode_check(const char *fn, const void *ctx
 DSV4_INTERNAL dsv4_status dsv4_gate_decode_enqueue(dsv4_context *ctx, CUstream stream, const void *x,
     int64_t num_tokens, const void *w, int32_t num_experts, int32_t hidden_size, float *partials);
 /* The same with a chosen shape (warps 1..8, 0 = built-in) and optional PDL launch: the kernel issues its W
- * loads, then waits on griddepcontrol before reading x or writing the slabs. */
+ * loads, then waits on griddepcontrol before reading x or writing the slabs. It triggers its own PDL dependents
+ * right after the W loads, before that wait: a dependent launched with PDL behind it may run the part before
+ * its own griddepcontrol.wait while gate_decode's predecessor still runs, so that part must not read what the
+ * predecessor writes (the routing kernels read nothing there; hash_scored reads token ids and the table, which
+ * the router's gate_decode, a plain launch, has already waited for). */
 DSV4_INTERNAL dsv4_status dsv4_gate_decode_enqueue_ex(dsv4_context *ctx, CUstream stream, const void *x,
     int64_t num_tokens, const void *w, int32_t num_experts, int32_t hidden_size, float *partials, int warps,
     bool pdl);

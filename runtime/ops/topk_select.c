@@ -379,36 +379,55 @@ dsv4_status dsv4_topk_long_enqueue_shape(dsv4_context *ctx, CUstream stream, con
   DSV4_TRY(dsv4_topk_select_check(fn, ctx, scores, rows, cols, row_stride, k, out_values, out_indices));
   DSV4_CHECK_ARG(!dsv4_topk_select_uses_warp(cols, k), fn, "cols", "and k take the warp kernel, not the long-row one");
   DSV4_CHECK_ARG(shape != NULL, fn, "shape", "is NULL");
+  DSV4_TRY(dsv4_topk_long_shape_check(fn, shape, cols, k, 0, LONG_MAX_CLUSTER));   /* the shape itself */
   dsv4_kernel_spec spec;
   long_spec_threads(k, shape->threads, &spec);
   CUfunction f = NULL;
-  if (shape->threads == 256 || shape->threads == LONG_WIDE_THREADS) DSV4_TRY(dsv4_ctx_function(ctx, &spec, &f));
+  DSV4_TRY(dsv4_ctx_function(ctx, &spec, &f));
   bool pushed = false;
   DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
+  /* Whether this device runs it: DSV4_ERR_UNSUPPORTED (a caller may skip the shape) when its shared memory is
+   * past the device's, or its cluster is not one the device runs at once (none before sm_90; more than 8
+   * blocks only where the function may take the non-portable size). */
   int optin = 0, static_smem = 0;
   dsv4_status s = DSV4_OK;
-  if (f) {
-    CUresult e = ctx->drv->cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, ctx->dev);
-    if (e == CUDA_SUCCESS) e = ctx->drv->cuFuncGetAttribute(&static_smem, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, f);
-    if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "topk_long: shared-memory attributes");
+  CUresult e = ctx->drv->cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, ctx->dev);
+  if (e == CUDA_SUCCESS) e = ctx->drv->cuFuncGetAttribute(&static_smem, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, f);
+  if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "topk_long: shared-memory attributes");
+  const int smem_limit = optin - static_smem;
+  if (s == DSV4_OK && shape->smem > (unsigned)(smem_limit > 0 ? smem_limit : 0))
+    s = dsv4_fail(DSV4_ERR_UNSUPPORTED, "%s: shape.smem = %u bytes, the device allows %d", fn, shape->smem, smem_limit);
+  if (s == DSV4_OK && shape->smem > STATIC_SMEM_LIMIT) {
+    e = ctx->drv->cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem_limit);
+    if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "topk_long: cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
   }
-  /* Clusters of more than one block on sm_90+ only; of more than 8 where the function may take the
-   * non-portable size (a host-side attribute). */
-  int max_cluster = ctx->cc_major >= 9 ? 8 : 1;
-  if (s == DSV4_OK && f && ctx->cc_major >= 9 && shape->cluster > 8 &&
-      ctx->drv->cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1) == CUDA_SUCCESS)
-    max_cluster = LONG_MAX_CLUSTER;
-  if (s == DSV4_OK) s = dsv4_topk_long_shape_check(fn, shape, cols, k, optin - static_smem, max_cluster);
+  if (s == DSV4_OK && shape->cluster > 1) {
+    int active = 0;
+    if (ctx->cc_major >= 9 &&
+        (shape->cluster <= 8 ||
+         ctx->drv->cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1) == CUDA_SUCCESS)) {
+      CUlaunchAttribute attr;
+      memset(&attr, 0, sizeof attr);
+      attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+      attr.value.clusterDim.x = (unsigned)shape->cluster, attr.value.clusterDim.y = 1, attr.value.clusterDim.z = 1;
+      CUlaunchConfig cfg;
+      memset(&cfg, 0, sizeof cfg);
+      cfg.gridDimX = (unsigned)shape->cluster, cfg.gridDimY = 1, cfg.gridDimZ = 1;
+      cfg.blockDimX = (unsigned)shape->threads, cfg.blockDimY = 1, cfg.blockDimZ = 1;
+      cfg.sharedMemBytes = shape->smem;
+      cfg.attrs = &attr;
+      cfg.numAttrs = 1;
+      if (ctx->drv->cuOccupancyMaxActiveClusters(&active, f, &cfg) != CUDA_SUCCESS) active = 0;
+    }
+    if (active < 1)
+      s = dsv4_fail(DSV4_ERR_UNSUPPORTED, "%s: shape.cluster = %d: the device does not run clusters of %d blocks of "
+                    "%d threads and %u bytes", fn, shape->cluster, shape->cluster, shape->threads, shape->smem);
+  }
   if (s == DSV4_OK && rows > 0) {
     dsv4_topk_long_plan plan = *shape;
     const int64_t max_clusters = ((int64_t)1 << 30) / plan.cluster;   /* the kernel loops over rows beyond the grid */
     plan.grid = (unsigned)((rows < max_clusters ? rows : max_clusters) * plan.cluster);
-    if (plan.smem > STATIC_SMEM_LIMIT) {
-      CUresult e = ctx->drv->cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, optin - static_smem);
-      if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "topk_long: cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
-    }
-    if (s == DSV4_OK)
-      s = launch_shape(ctx, stream, f, plan, scores, rows, cols, row_stride, k, out_values, out_indices);
+    s = launch_shape(ctx, stream, f, plan, scores, rows, cols, row_stride, k, out_values, out_indices);
   }
   dsv4_ctx_leave(ctx, pushed);
   return s;

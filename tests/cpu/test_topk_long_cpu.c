@@ -293,37 +293,41 @@ static void test_compiles(void **state) {
   }
 }
 
-/* The forced shapes of test_gpu_topk_long's test_forced_shapes (tests/topk_long_shapes.h) pass the shape check
- * exactly when they fit the device's shared memory; each pool kind gives the layout it names. */
+/* The forced shapes of test_gpu_topk_long's test_forced_shapes (tests/topk_long_shapes.h, the same case list)
+ * pass the shape check exactly when they fit the device's shared memory (H200-, A100- and small-GPU-like, the
+ * clusters each runs); each pool kind gives the layout it names. */
 static void test_forced_shapes_check(void **state) {
   (void)state;
-  static const int64_t colsv[] = {5000, 20000, 40000};
-  static const int32_t ks[] = {1, 64, 512, 2048, 4096};
-  int ok = 0, too_big = 0;
-  for (size_t c = 0; c < 3; ++c)
-    for (size_t j = 0; j < 5; ++j)
-      for (int nt = 256; nt <= 512; nt *= 2)
-        for (int cl = 1; cl <= 16; cl *= 2)
-          for (int pool = 0; pool < TOPK_LONG_POOL_KINDS; ++pool) {
-            const int64_t cols = colsv[c];
-            const int32_t k = ks[j];
-            if (k > cols) continue;
-            const dsv4_topk_long_plan s = topk_long_forced_shape(cols, k, nt, cl, pool);
-            assert_int_equal(s.key_bits, pool < 2 ? 32 : 16);
-            assert_int_equal(s.cached, pool != 4 && pool != 5);
-            assert_int_equal(s.cand_cap, pool == 1 || pool == 3 || pool == 5 ? 4 : s.slice);
-            const dsv4_status st = dsv4_topk_long_shape_check("forced", &s, cols, k, 232448, 16);
-            if (s.smem <= 232448u) {
-              if (st != DSV4_OK) fail_msg("cols %lld k %d nt %d cl %d pool %d: %s", (long long)cols, k, nt, cl, pool,
-                                          dsv4_last_error());
-              ++ok;
-            } else {
-              assert_status_names(st, DSV4_ERR_INVALID_ARGUMENT, "'shape.smem'");
-              ++too_big;
-            }
-          }
-  assert_true(ok > 300);
-  printf("  %d forced shapes fit 227 KB, %d do not\n", ok, too_big);
+  static const struct { const char *name; int smem, max_cluster; } devs[] = {
+      {"H200", 232448, 16}, {"A100", 166912, 1}, {"sm_86", 101376, 1}};
+  for (size_t d = 0; d < 3; ++d) {
+    int ok = 0, too_big = 0;
+    for (int i = 0; i < TOPK_LONG_FORCED_CASES; ++i) {
+      int nt, cl, pool;
+      int64_t cols;
+      int32_t k;
+      topk_long_forced_case(i, &nt, &cl, &pool, &cols, &k);
+      if (cl > devs[d].max_cluster) continue;
+      const dsv4_topk_long_plan s = topk_long_forced_shape(cols, k, nt, cl, pool);
+      assert_int_equal(s.threads, nt);
+      assert_int_equal(s.cluster, cl);
+      assert_int_equal(s.key_bits, pool < 2 ? 32 : 16);
+      assert_int_equal(s.cached, pool != 4 && pool != 5);
+      assert_int_equal(s.cand_cap, pool == 1 || pool == 3 || pool == 5 ? 4 : s.slice);
+      const dsv4_status st = dsv4_topk_long_shape_check("forced", &s, cols, k, devs[d].smem, devs[d].max_cluster);
+      if (s.smem <= (unsigned)devs[d].smem) {
+        if (st != DSV4_OK)
+          fail_msg("%s case %d (cols %lld k %d nt %d cl %d pool %d): %s", devs[d].name, i, (long long)cols, k, nt, cl,
+                   pool, dsv4_last_error());
+        ++ok;
+      } else {
+        assert_status_names(st, DSV4_ERR_INVALID_ARGUMENT, "'shape.smem'");
+        ++too_big;
+      }
+    }
+    assert_true(ok >= 20);
+    printf("  %s: %d forced shapes fit, %d do not\n", devs[d].name, ok, too_big);
+  }
 }
 
 /* The shape check names the field it rejects. */

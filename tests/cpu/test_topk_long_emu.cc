@@ -23,7 +23,7 @@
  * branch of topk_long.cu/.cuh that the whole sweep (less the full-size planner shapes) reaches, per template
  * instance too but for one && operand (checked with gcov; the branches no case takes are the capacity guards).
  * DSV4_TEST_EXHAUSTIVE=1 runs the whole small-block sweep and the planner's shapes at full size (up to 2^20
- * columns, clusters of 16 blocks of 1024 threads; about 1.5 minutes per build). */
+ * columns, clusters of 16 blocks of 512 threads; about 1.5 minutes per build). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -318,23 +318,21 @@ static void test_real_blocks(void** state) {
 static void test_gpu_forced_shapes(void** state) {
   (void)state;
   const int c0 = g_cases, f0 = g_failures;
-  static const struct { int cols, k; } cks[] = {{20000, 512}, {20000, 2048}, {40000, 64}, {5000, 300}, {30000, 4096}};
   uint64_t seed = 6000;
-  int n = 0;
-  for (int nt = 256; nt <= 512; nt *= 2)
-    for (int cl = 1; cl <= 16; cl *= 2)
-      for (int pool = 0; pool < TOPK_LONG_POOL_KINDS; ++pool)
-        for (const auto& ck : cks) {
-          const int i = n++;
-          const dsv4_topk_long_plan p = topk_long_forced_shape(ck.cols, ck.k, nt, cl, pool);
-          if (p.smem > 232448u || (!exhaustive() && i % 7 != 0)) continue;
-          shape s;
-          s.kp = p.kp, s.nt = p.threads, s.cl = p.cluster, s.slice = p.slice, s.dense = p.dense, s.cap = p.cand_cap;
-          s.wide = p.key_bits == 32, s.smem = p.smem;
-          const int64_t rows = 1 + i % 2, stride = i % 3 == 2 ? ck.cols + 4 : ck.cols;
-          s.nclusters = (int)rows;
-          run_case(rows, ck.cols, stride, i % 5 == 4 ? 1 : 0, ck.k, i % NMODES, s, seed++);
-        }
+  for (int i = 0; i < TOPK_LONG_FORCED_CASES; ++i) {
+    int nt, cl, pool;
+    int64_t cols;
+    int32_t k;
+    topk_long_forced_case(i, &nt, &cl, &pool, &cols, &k);
+    const dsv4_topk_long_plan p = topk_long_forced_shape(cols, k, nt, cl, pool);
+    if (p.smem > 232448u || (!exhaustive() && i % 7 != 0)) continue;
+    shape s;
+    s.kp = p.kp, s.nt = p.threads, s.cl = p.cluster, s.slice = p.slice, s.dense = p.dense, s.cap = p.cand_cap;
+    s.wide = p.key_bits == 32, s.smem = p.smem;
+    const int64_t rows = 1 + i % 2, stride = i % 3 == 2 ? cols + 4 : cols;
+    s.nclusters = (int)rows;
+    run_case(rows, (int)cols, stride, i % 5 == 4 ? 1 : 0, k, i % NMODES, s, seed++);
+  }
   report("the GPU test's forced shapes", c0, f0);
 }
 
