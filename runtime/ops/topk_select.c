@@ -186,6 +186,43 @@ dsv4_status dsv4_topk_select_check(const char *fn, const void *ctx, const float 
   return DSV4_OK;
 }
 
+/* The config of a launch of `grid` blocks of `threads` threads in clusters of `cluster` blocks, `smem` dynamic
+ * shared bytes, on stream (also what cuOccupancyMaxActiveClusters asks about); cfg points at attr. */
+static void cluster_config(CUlaunchConfig *cfg, CUlaunchAttribute *attr, unsigned grid, int threads, int cluster,
+                           unsigned smem, CUstream stream) {
+  memset(attr, 0, sizeof *attr);
+  attr->id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+  attr->value.clusterDim.x = (unsigned)cluster, attr->value.clusterDim.y = 1, attr->value.clusterDim.z = 1;
+  memset(cfg, 0, sizeof *cfg);
+  cfg->gridDimX = grid, cfg->gridDimY = 1, cfg->gridDimZ = 1;
+  cfg->blockDimX = (unsigned)threads, cfg->blockDimY = 1, cfg->blockDimZ = 1;
+  cfg->sharedMemBytes = smem;
+  cfg->hStream = stream;
+  cfg->attrs = attr;
+  cfg->numAttrs = 1;
+}
+
+/* With ctx current: the dynamic shared memory fn may have on this device (opt-in limit less its static part). */
+static dsv4_status long_smem_limit(dsv4_context *ctx, CUfunction fn, int *limit) {
+  int optin = 0, static_smem = 0;
+  DSV4_CU(ctx->drv, cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, ctx->dev),
+          "topk_long: cuDeviceGetAttribute(MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)");
+  DSV4_CU(ctx->drv, cuFuncGetAttribute(&static_smem, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, fn),
+          "topk_long: cuFuncGetAttribute(SHARED_SIZE_BYTES)");
+  *limit = optin - static_smem;
+  return DSV4_OK;
+}
+
+/* With ctx current: lets fn launch with smem dynamic bytes. Above the static 48 KB always the whole limit, so
+ * concurrent enqueues of different shapes never lower it under each other; a host-side attribute: no
+ * allocation, no sync. */
+static dsv4_status long_allow_smem(dsv4_context *ctx, CUfunction fn, unsigned smem, int limit) {
+  if (smem > STATIC_SMEM_LIMIT)
+    DSV4_CU(ctx->drv, cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, limit),
+            "topk_long: cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
+  return DSV4_OK;
+}
+
 /* How many clusters of 2, 4, 8 and 16 blocks of fn (LONG_WIDE_THREADS threads, `smem` bytes each) the device runs at once
  * (cuOccupancyMaxActiveClusters; 0: none), asked once per function and remembered; all 0 before sm_90. 16 is a
  * non-portable size: fn is allowed it first (a host-side attribute); a device or driver that refuses gets 0. */
@@ -215,16 +252,8 @@ static void long_active_clusters(dsv4_context *ctx, CUfunction fn, unsigned smem
     const int cl = 1 << lg;
     if (cl > LONG_MAX_CLUSTER || (cl > 8 && !non_portable)) break;
     CUlaunchAttribute attr;
-    memset(&attr, 0, sizeof attr);
-    attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-    attr.value.clusterDim.x = (unsigned)cl, attr.value.clusterDim.y = 1, attr.value.clusterDim.z = 1;
     CUlaunchConfig cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.gridDimX = (unsigned)cl, cfg.gridDimY = 1, cfg.gridDimZ = 1;
-    cfg.blockDimX = LONG_WIDE_THREADS, cfg.blockDimY = 1, cfg.blockDimZ = 1;
-    cfg.sharedMemBytes = smem;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
+    cluster_config(&cfg, &attr, (unsigned)cl, LONG_WIDE_THREADS, cl, smem, NULL);
     int n = 0;
     CUresult r = ctx->drv->cuOccupancyMaxActiveClusters(&n, fn, &cfg);
     active[lg] = r == CUDA_SUCCESS && n > 0 ? n : 0;
@@ -247,19 +276,10 @@ static dsv4_status long_setup(dsv4_context *ctx, int64_t rows, int64_t cols, int
   dsv4_kernel_spec spec;
   dsv4_topk_long_spec(cols, k, &spec);
   DSV4_TRY(dsv4_ctx_function(ctx, &spec, fn));
-  int optin = 0, static_smem = 0;
-  DSV4_CU(ctx->drv, cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, ctx->dev),
-          "topk_long: cuDeviceGetAttribute(MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)");
-  DSV4_CU(ctx->drv, cuFuncGetAttribute(&static_smem, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, *fn),
-          "topk_long: cuFuncGetAttribute(SHARED_SIZE_BYTES)");
-  const int smem_limit = optin - static_smem;
+  int smem_limit = 0;
+  DSV4_TRY(long_smem_limit(ctx, *fn, &smem_limit));
   DSV4_TRY(dsv4_topk_long_plan_for(rows, cols, k, ctx->sm_count, smem_limit, 1, plan));
-  if (plan->smem > STATIC_SMEM_LIMIT) {
-    /* Always the whole limit, so concurrent enqueues of different shapes never lower it under each other;
-     * a host-side attribute: no allocation, no sync. */
-    DSV4_CU(ctx->drv, cuFuncSetAttribute(*fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem_limit),
-            "topk_long: cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
-  }
+  DSV4_TRY(long_allow_smem(ctx, *fn, plan->smem, smem_limit));
   if (cols > LONG_WIDE_COLS && ctx->cc_major >= 9) {
     int active[5];
     long_active_clusters(ctx, *fn, plan->smem, active);
@@ -298,17 +318,8 @@ static dsv4_status launch_shape(dsv4_context *ctx, CUstream stream, CUfunction f
   if (plan.cluster == 1)
     return dsv4_launch(ctx, fn, plan.grid, (unsigned)plan.threads, plan.smem, stream, args, "launching topk_long");
   CUlaunchAttribute attr;
-  memset(&attr, 0, sizeof attr);
-  attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-  attr.value.clusterDim.x = (unsigned)plan.cluster, attr.value.clusterDim.y = 1, attr.value.clusterDim.z = 1;
   CUlaunchConfig cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.gridDimX = plan.grid, cfg.gridDimY = 1, cfg.gridDimZ = 1;
-  cfg.blockDimX = (unsigned)plan.threads, cfg.blockDimY = 1, cfg.blockDimZ = 1;
-  cfg.sharedMemBytes = plan.smem;
-  cfg.hStream = stream;
-  cfg.attrs = &attr;
-  cfg.numAttrs = 1;
+  cluster_config(&cfg, &attr, plan.grid, plan.threads, plan.cluster, plan.smem, stream);
   DSV4_CU(ctx->drv, cuLaunchKernelEx(&cfg, fn, args, NULL), "launching topk_long (cluster)");
   return DSV4_OK;
 }
@@ -389,34 +400,19 @@ dsv4_status dsv4_topk_long_enqueue_shape(dsv4_context *ctx, CUstream stream, con
   /* Whether this device runs it: DSV4_ERR_UNSUPPORTED (a caller may skip the shape) when its shared memory is
    * past the device's, or its cluster is not one the device runs at once (none before sm_90; more than 8
    * blocks only where the function may take the non-portable size). */
-  int optin = 0, static_smem = 0;
-  dsv4_status s = DSV4_OK;
-  CUresult e = ctx->drv->cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, ctx->dev);
-  if (e == CUDA_SUCCESS) e = ctx->drv->cuFuncGetAttribute(&static_smem, CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES, f);
-  if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "topk_long: shared-memory attributes");
-  const int smem_limit = optin - static_smem;
+  int smem_limit = 0;
+  dsv4_status s = long_smem_limit(ctx, f, &smem_limit);
   if (s == DSV4_OK && shape->smem > (unsigned)(smem_limit > 0 ? smem_limit : 0))
     s = dsv4_fail(DSV4_ERR_UNSUPPORTED, "%s: shape.smem = %u bytes, the device allows %d", fn, shape->smem, smem_limit);
-  if (s == DSV4_OK && shape->smem > STATIC_SMEM_LIMIT) {
-    e = ctx->drv->cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem_limit);
-    if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "topk_long: cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES)");
-  }
+  if (s == DSV4_OK) s = long_allow_smem(ctx, f, shape->smem, smem_limit);
   if (s == DSV4_OK && shape->cluster > 1) {
     int active = 0;
     if (ctx->cc_major >= 9 &&
         (shape->cluster <= 8 ||
          ctx->drv->cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1) == CUDA_SUCCESS)) {
       CUlaunchAttribute attr;
-      memset(&attr, 0, sizeof attr);
-      attr.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-      attr.value.clusterDim.x = (unsigned)shape->cluster, attr.value.clusterDim.y = 1, attr.value.clusterDim.z = 1;
       CUlaunchConfig cfg;
-      memset(&cfg, 0, sizeof cfg);
-      cfg.gridDimX = (unsigned)shape->cluster, cfg.gridDimY = 1, cfg.gridDimZ = 1;
-      cfg.blockDimX = (unsigned)shape->threads, cfg.blockDimY = 1, cfg.blockDimZ = 1;
-      cfg.sharedMemBytes = shape->smem;
-      cfg.attrs = &attr;
-      cfg.numAttrs = 1;
+      cluster_config(&cfg, &attr, (unsigned)shape->cluster, shape->threads, shape->cluster, shape->smem, NULL);
       if (ctx->drv->cuOccupancyMaxActiveClusters(&active, f, &cfg) != CUDA_SUCCESS) active = 0;
     }
     if (active < 1)
@@ -424,9 +420,8 @@ dsv4_status dsv4_topk_long_enqueue_shape(dsv4_context *ctx, CUstream stream, con
                     "%d threads and %u bytes", fn, shape->cluster, shape->cluster, shape->threads, shape->smem);
   }
   if (s == DSV4_OK && rows > 0) {
-    dsv4_topk_long_plan plan = *shape;
-    const int64_t max_clusters = ((int64_t)1 << 30) / plan.cluster;   /* the kernel loops over rows beyond the grid */
-    plan.grid = (unsigned)((rows < max_clusters ? rows : max_clusters) * plan.cluster);
+    dsv4_topk_long_plan plan = *shape;   /* at most 2^30 blocks (the kernel loops over rows beyond the grid) */
+    plan.grid = (unsigned)((((int64_t)1 << 30) / plan.cluster) * plan.cluster);   /* launch_shape cuts it to rows */
     s = launch_shape(ctx, stream, f, plan, scores, rows, cols, row_stride, k, out_values, out_indices);
   }
   dsv4_ctx_leave(ctx, pushed);
