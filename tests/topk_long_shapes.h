@@ -35,18 +35,26 @@ static inline dsv4_topk_long_plan topk_long_forced_shape(int64_t cols, int32_t k
 
 /* The forced cases, one list for the three tests that use it: case i (0 <= i < TOPK_LONG_FORCED_CASES) is
  * block size threads, cluster, pool kind and (cols, k), the block sizes outermost and the (cols, k) pairs
- * innermost; each test derives rows, strides and generator from i. */
+ * innermost, with its shape; each test derives rows, strides and generator from i. */
 enum { TOPK_LONG_FORCED_CASES = 2 * 5 * TOPK_LONG_POOL_KINDS * 5 };
-static inline void topk_long_forced_case(int i, int *threads, int *cluster, int *pool_kind, int64_t *cols,
-                                         int32_t *k) {
+typedef struct topk_long_forced {
+  int threads, cluster, pool_kind;
+  int64_t cols;
+  int32_t k;
+  dsv4_topk_long_plan shape;
+} topk_long_forced;
+static inline topk_long_forced topk_long_forced_case(int i) {
   static const int64_t colsv[5] = {20000, 20000, 40000, 5000, 30000};
   static const int32_t ks[5] = {512, 2048, 64, 300, 4096};
-  *cols = colsv[i % 5], *k = ks[i % 5];
+  topk_long_forced c;
+  c.cols = colsv[i % 5], c.k = ks[i % 5];
   i /= 5;
-  *pool_kind = i % TOPK_LONG_POOL_KINDS;
+  c.pool_kind = i % TOPK_LONG_POOL_KINDS;
   i /= TOPK_LONG_POOL_KINDS;
-  *cluster = 1 << (i % 5);
-  *threads = i / 5 ? 512 : 256;
+  c.cluster = 1 << (i % 5);
+  c.threads = i / 5 ? 512 : 256;
+  c.shape = topk_long_forced_shape(c.cols, c.k, c.threads, c.cluster, c.pool_kind);
+  return c;
 }
 
 #endif

@@ -303,22 +303,20 @@ static void test_forced_shapes_check(void **state) {
   for (size_t d = 0; d < 3; ++d) {
     int ok = 0, too_big = 0;
     for (int i = 0; i < TOPK_LONG_FORCED_CASES; ++i) {
-      int nt, cl, pool;
-      int64_t cols;
-      int32_t k;
-      topk_long_forced_case(i, &nt, &cl, &pool, &cols, &k);
-      if (cl > devs[d].max_cluster) continue;
-      const dsv4_topk_long_plan s = topk_long_forced_shape(cols, k, nt, cl, pool);
-      assert_int_equal(s.threads, nt);
-      assert_int_equal(s.cluster, cl);
+      const topk_long_forced c = topk_long_forced_case(i);
+      if (c.cluster > devs[d].max_cluster) continue;
+      const dsv4_topk_long_plan s = c.shape;
+      const int pool = c.pool_kind;
+      assert_int_equal(s.threads, c.threads);
+      assert_int_equal(s.cluster, c.cluster);
       assert_int_equal(s.key_bits, pool < 2 ? 32 : 16);
       assert_int_equal(s.cached, pool != 4 && pool != 5);
       assert_int_equal(s.cand_cap, pool == 1 || pool == 3 || pool == 5 ? 4 : s.slice);
-      const dsv4_status st = dsv4_topk_long_shape_check("forced", &s, cols, k, devs[d].smem, devs[d].max_cluster);
+      const dsv4_status st = dsv4_topk_long_shape_check("forced", &s, c.cols, c.k, devs[d].smem, devs[d].max_cluster);
       if (s.smem <= (unsigned)devs[d].smem) {
         if (st != DSV4_OK)
-          fail_msg("%s case %d (cols %lld k %d nt %d cl %d pool %d): %s", devs[d].name, i, (long long)cols, k, nt, cl,
-                   pool, dsv4_last_error());
+          fail_msg("%s case %d (cols %lld k %d nt %d cl %d pool %d): %s", devs[d].name, i, (long long)c.cols, c.k,
+                   c.threads, c.cluster, pool, dsv4_last_error());
         ++ok;
       } else {
         assert_status_names(st, DSV4_ERR_INVALID_ARGUMENT, "'shape.smem'");

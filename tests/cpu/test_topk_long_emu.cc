@@ -138,24 +138,18 @@ static launch_fn pick(int kp, int nt) {
   }
 }
 
-/* A forced shape in small blocks: pool as in the header comment; the shared memory is exactly the layout of
- * topk_long.cu with the pool's minimum sizes. */
-static shape forced_shape(int cols, int k, int nt, int cl, int pool, int nclusters) {
+/* A library launch shape (dsv4_topk_long_plan) as the emulated launch takes it, on nclusters clusters. */
+static shape from_plan(const dsv4_topk_long_plan& p, int nclusters) {
   shape s;
-  s.kp = 1;
-  while (s.kp < k) s.kp <<= 1;
-  s.nt = nt, s.cl = cl, s.nclusters = nclusters;
-  s.slice = ((cols + cl - 1) / cl + 3) / 4 * 4;
-  const int half = (s.slice / 2) & ~7;
-  s.wide = pool < 2;
-  s.dense = pool == 4 ? half : pool == 5 ? 0 : s.slice;
-  s.cap = pool == 1 || pool == 3 || pool == 5 ? 4 : s.slice;
-  size_t bytes = (size_t)((s.dense + 7) / 8 * 8) * (s.wide ? 4 : 2) + (s.wide ? 0 : 4 * (size_t)dsv4::kTlHits) +
-                 8 * (size_t)s.cap;
-  bytes = std::max(bytes, (size_t)(4 * dsv4::kTlRankSortMax));   /* the counting sort's scratch */
-  if (cl > 1) bytes = std::max(bytes, 12 * (size_t)s.kp);         /* the copied lists and their ranks */
-  s.smem = (size_t)dsv4::kTlCtlBytes + 2 * dsv4::kTlBins * 4 + (size_t)std::max(s.kp, 64) * 8 + bytes;
+  s.kp = p.kp, s.nt = p.threads, s.cl = p.cluster, s.slice = p.slice, s.dense = p.dense, s.cap = p.cand_cap;
+  s.wide = p.key_bits == 32, s.smem = p.smem, s.nclusters = nclusters;
   return s;
+}
+
+/* A forced shape in small blocks: pool as in the header comment (tests/topk_long_shapes.h builds it; the
+ * shared memory is the layout's least, dsv4_topk_long_shape_fit). */
+static shape forced_shape(int cols, int k, int nt, int cl, int pool, int nclusters) {
+  return from_plan(topk_long_forced_shape(cols, k, nt, cl, pool), nclusters);
 }
 
 /* The planner's shape for (plan_rows, cols, k) on a device, run on `rows` rows. */
@@ -165,12 +159,8 @@ static shape planned_shape(int64_t plan_rows, int64_t rows, int cols, int k, int
   const dsv4_status st = dsv4_topk_long_plan_for(plan_rows, cols, k, sms, smem_limit, max_cluster, &pl);
   if (st != DSV4_OK) fprintf(stderr, "dsv4_topk_long_plan_for: %s\n", dsv4_last_error());
   assert_int_equal(st, DSV4_OK);
-  shape s;
-  s.kp = pl.kp, s.nt = pl.threads, s.cl = pl.cluster, s.slice = pl.slice, s.dense = pl.dense, s.cap = pl.cand_cap;
-  s.wide = pl.key_bits == 32, s.smem = pl.smem;
   const int64_t clusters = (int64_t)(pl.grid / (unsigned)pl.cluster);
-  s.nclusters = (int)(rows < clusters ? rows : clusters);
-  return s;
+  return from_plan(pl, (int)(rows < clusters ? rows : clusters));
 }
 
 static int g_cases, g_failures;
@@ -320,18 +310,10 @@ static void test_gpu_forced_shapes(void** state) {
   const int c0 = g_cases, f0 = g_failures;
   uint64_t seed = 6000;
   for (int i = 0; i < TOPK_LONG_FORCED_CASES; ++i) {
-    int nt, cl, pool;
-    int64_t cols;
-    int32_t k;
-    topk_long_forced_case(i, &nt, &cl, &pool, &cols, &k);
-    const dsv4_topk_long_plan p = topk_long_forced_shape(cols, k, nt, cl, pool);
-    if (p.smem > 232448u || (!exhaustive() && i % 7 != 0)) continue;
-    shape s;
-    s.kp = p.kp, s.nt = p.threads, s.cl = p.cluster, s.slice = p.slice, s.dense = p.dense, s.cap = p.cand_cap;
-    s.wide = p.key_bits == 32, s.smem = p.smem;
-    const int64_t rows = 1 + i % 2, stride = i % 3 == 2 ? cols + 4 : cols;
-    s.nclusters = (int)rows;
-    run_case(rows, (int)cols, stride, i % 5 == 4 ? 1 : 0, k, i % NMODES, s, seed++);
+    const topk_long_forced c = topk_long_forced_case(i);
+    if (c.shape.smem > 232448u || (!exhaustive() && i % 7 != 0)) continue;
+    const int64_t rows = 1 + i % 2, stride = i % 3 == 2 ? c.cols + 4 : c.cols;
+    run_case(rows, (int)c.cols, stride, i % 5 == 4 ? 1 : 0, c.k, i % NMODES, from_plan(c.shape, (int)rows), seed++);
   }
   report("the GPU test's forced shapes", c0, f0);
 }

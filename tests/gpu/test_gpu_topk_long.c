@@ -390,13 +390,9 @@ static void test_forced_shapes(void **state) {
   uint64_t seed = 31337;
   int ran = 0, unsupported = 0;
   for (int i = 0; i < TOPK_LONG_FORCED_CASES; ++i) {
-    int nt, cl, pool;
-    int64_t cols;
-    int32_t k;
-    topk_long_forced_case(i, &nt, &cl, &pool, &cols, &k);
-    const dsv4_topk_long_plan s = topk_long_forced_shape(cols, k, nt, cl, pool);
-    const int64_t rows = 1 + i % 2, stride = i % 3 == 2 ? cols + 4 : cols, offset = i % 5 == 4 ? 1 : 0;
-    switch (run_case_with(&s, rows, cols, stride, offset, k, i % GEN_COUNT, 1, seed++)) {
+    const topk_long_forced c = topk_long_forced_case(i);
+    const int64_t rows = 1 + i % 2, stride = i % 3 == 2 ? c.cols + 4 : c.cols, offset = i % 5 == 4 ? 1 : 0;
+    switch (run_case_with(&c.shape, rows, c.cols, stride, offset, c.k, i % GEN_COUNT, 1, seed++)) {
       case CASE_RAN: ++ran; break;
       case CASE_UNSUPPORTED: ++unsupported; break;
       default: break;   /* another part's case, or a reduced-mode repeat */
