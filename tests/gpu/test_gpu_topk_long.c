@@ -387,13 +387,26 @@ static void test_concurrent_streams(void **state) {
  * counted. */
 static void test_forced_shapes(void **state) {
   (void)state;
-  uint64_t seed = 31337;
   int ran = 0, unsupported = 0;
-  for (int i = 0; i < TOPK_LONG_FORCED_CASES; ++i) {
+  /* DSV4_TEST_FORCED_CASES=first-last: only those cases (a sanitizer run split over several machine calls) */
+  int first = 0, last = TOPK_LONG_FORCED_CASES - 1;
+  const char *range = getenv("DSV4_TEST_FORCED_CASES");
+  if (range && *range) {
+    assert_int_equal(sscanf(range, "%d-%d", &first, &last), 2);
+    assert_true(first >= 0 && first <= last && last < TOPK_LONG_FORCED_CASES);
+    printf("    DSV4_TEST_FORCED_CASES: cases %d to %d of 0..%d\n", first, last, TOPK_LONG_FORCED_CASES - 1);
+  }
+  for (int i = first; i <= last; ++i) {
     const topk_long_forced c = topk_long_forced_case(i);
     const int64_t rows = 1 + i % 2, stride = i % 3 == 2 ? c.cols + 4 : c.cols, offset = i % 5 == 4 ? 1 : 0;
-    switch (run_case_with(&c.shape, rows, c.cols, stride, offset, c.k, i % GEN_COUNT, 1, seed++)) {
-      case CASE_RAN: ++ran; break;
+    const double t0 = gpu_test_now_ms();
+    switch (run_case_with(&c.shape, rows, c.cols, stride, offset, c.k, i % GEN_COUNT, 1, 31337u + (uint64_t)i)) {
+      case CASE_RAN:
+        ++ran;
+        /* one line a case: under a sanitizer a part that runs out of time still shows which cases ran clean */
+        fprintf(stderr, "    forced case %d: %d threads, cluster %d, pool kind %d, %lld x %lld, k %d: %.0f ms\n", i,
+                c.threads, c.cluster, c.pool_kind, (long long)rows, (long long)c.cols, c.k, gpu_test_now_ms() - t0);
+        break;
       case CASE_UNSUPPORTED: ++unsupported; break;
       default: break;   /* another part's case, or a reduced-mode repeat */
     }
