@@ -166,15 +166,16 @@ __device__ __forceinline__ void tl_merge(TlCtl* ctl, const tl_u32* h, const tl_u
                                          tl_u32 need) {
   const int lane = threadIdx.x & 31;
   // All the cluster's loads of a step are issued before any is used: one distributed-shared-memory round trip.
+  // The loads are unconditional (slots past the cluster read this block, and are dropped): a load under a branch
+  // waited for the one before it (the zero it would otherwise keep is a register copy), 16 round trips in a row.
   uint2 q[kTlMaxCluster];
 #pragma unroll
-  for (int c = 0; c < kTlMaxCluster; ++c) {
-    q[c] = make_uint2(0u, 0u);
-    if (c < cl) q[c] = *reinterpret_cast<const uint2*>(tl_peer(sums, (tl_u32)c) + 2 * lane);
-  }
+  for (int c = 0; c < kTlMaxCluster; ++c)
+    q[c] = *reinterpret_cast<const uint2*>(tl_peer(sums, c < cl ? (tl_u32)c : (tl_u32)rank) + 2 * lane);
   tl_u32 s0 = 0, s1 = 0;   // chunks 2 * lane and 2 * lane + 1
 #pragma unroll
-  for (int c = 0; c < kTlMaxCluster; ++c) s0 += q[c].x, s1 += q[c].y;
+  for (int c = 0; c < kTlMaxCluster; ++c)
+    if (c < cl) s0 += q[c].x, s1 += q[c].y;
   // Counts above: the chunks of higher lanes, then (for chunk 2 * lane) chunk 2 * lane + 1.
   const tl_u32 tot = s0 + s1;
   tl_u32 incl = tot;
@@ -194,14 +195,11 @@ __device__ __forceinline__ void tl_merge(TlCtl* ctl, const tl_u32* h, const tl_u
   const int b = chunk * 32 + lane;
   tl_u32 v[kTlMaxCluster];
 #pragma unroll
-  for (int c = 0; c < kTlMaxCluster; ++c) {
-    v[c] = 0u;
-    if (c < cl) v[c] = tl_peer(h, (tl_u32)c)[b];
-  }
+  for (int c = 0; c < kTlMaxCluster; ++c) v[c] = tl_peer(h, c < cl ? (tl_u32)c : (tl_u32)rank)[b];   // (as above)
   tl_u32 g = 0, mine = 0;
 #pragma unroll
   for (int c = 0; c < kTlMaxCluster; ++c) {
-    g += v[c];
+    if (c < cl) g += v[c];
     if (c == rank) mine = v[c];
   }
   tl_u32 incl2 = g;
@@ -221,20 +219,32 @@ __device__ __forceinline__ void tl_merge(TlCtl* ctl, const tl_u32* h, const tl_u
 
 // Chunk sums of the histogram h into sums (every warp; the caller synchronises before and after). With fold,
 // the second histogram `h2` is added into h first and cleared (level 1 counts into two copies).
+// Warp w sums the chunks w, w + NT / 32, ...: all its loads first, then the reductions, then one store by
+// the lanes 0..J-1 (a loop with a store per chunk ran the chunks one after the other).
 template <int NT>
 __device__ __forceinline__ void tl_chunk_sums(tl_u32* h, tl_u32* h2, bool fold, tl_u32* sums) {
+  constexpr int NW = NT / 32, J = kTlChunks / NW;   // chunks per warp
+  static_assert(NW <= kTlChunks && kTlChunks % NW == 0, "whole chunks per warp");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int j = warp; j < kTlChunks; j += NT / 32) {
-    const int b = j * 32 + lane;
-    tl_u32 v = h[b];
-    if (fold) {
-      v += h2[b];
-      h[b] = v;
+  tl_u32 v[J];
+#pragma unroll
+  for (int i = 0; i < J; ++i) v[i] = h[(warp + i * NW) * 32 + lane];
+  if (fold) {
+#pragma unroll
+    for (int i = 0; i < J; ++i) {
+      const int b = (warp + i * NW) * 32 + lane;
+      v[i] += h2[b];
+      h[b] = v[i];
       h2[b] = 0u;
     }
-    const tl_u32 s = __reduce_add_sync(kTlFull, v);
-    if (lane == 0) sums[j] = s;
   }
+  tl_u32 mine = 0;   // lane i < J keeps chunk warp + i * NW
+#pragma unroll
+  for (int i = 0; i < J; ++i) {
+    const tl_u32 s = __reduce_add_sync(kTlFull, v[i]);
+    if (lane == i) mine = s;
+  }
+  if (lane < J) sums[warp + lane * NW] = mine;
 }
 
 // ---------------------------------------------------------------------------------------------------------
