@@ -223,7 +223,7 @@ static dsv4_status long_allow_smem(dsv4_context *ctx, CUfunction fn, unsigned sm
   return DSV4_OK;
 }
 
-/* How many clusters of 2, 4, 8 and 16 blocks of fn (LONG_WIDE_THREADS threads, `smem` bytes each) the device runs at once
+/* How many clusters of 2, 4, 8 and 16 blocks of fn (`threads` threads, `smem` bytes each) the device runs at once
  * (cuOccupancyMaxActiveClusters; 0: none), asked once per function and remembered; all 0 before sm_90. 16 is a
  * non-portable size: fn is allowed it first (a host-side attribute); a device or driver that refuses gets 0. */
 typedef struct long_cluster_entry {
@@ -236,7 +236,7 @@ static long_cluster_entry g_long_clusters[64];
 static int g_num_long_clusters;
 static pthread_mutex_t g_long_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static void long_active_clusters(dsv4_context *ctx, CUfunction fn, unsigned smem, int active[5]) {
+static void long_active_clusters(dsv4_context *ctx, CUfunction fn, int threads, unsigned smem, int active[5]) {
   memset(active, 0, 5 * sizeof active[0]);
   if (ctx->cc_major < 9) return;
   bool known = false;
@@ -253,7 +253,7 @@ static void long_active_clusters(dsv4_context *ctx, CUfunction fn, unsigned smem
     if (cl > LONG_MAX_CLUSTER || (cl > 8 && !non_portable)) break;
     CUlaunchAttribute attr;
     CUlaunchConfig cfg;
-    cluster_config(&cfg, &attr, (unsigned)cl, LONG_WIDE_THREADS, cl, smem, NULL);
+    cluster_config(&cfg, &attr, (unsigned)cl, threads, cl, smem, NULL);
     int n = 0;
     CUresult r = ctx->drv->cuOccupancyMaxActiveClusters(&n, fn, &cfg);
     active[lg] = r == CUDA_SUCCESS && n > 0 ? n : 0;
@@ -282,7 +282,7 @@ static dsv4_status long_setup(dsv4_context *ctx, int64_t rows, int64_t cols, int
   DSV4_TRY(long_allow_smem(ctx, *fn, plan->smem, smem_limit));
   if (cols > LONG_WIDE_COLS && ctx->cc_major >= 9) {
     int active[5];
-    long_active_clusters(ctx, *fn, plan->smem, active);
+    long_active_clusters(ctx, *fn, plan->threads, plan->smem, active);
     for (int lg = 4; lg >= 1; --lg) {
       if (active[lg] == 0) continue;
       dsv4_topk_long_plan p;
@@ -406,16 +406,10 @@ dsv4_status dsv4_topk_long_enqueue_shape(dsv4_context *ctx, CUstream stream, con
     s = dsv4_fail(DSV4_ERR_UNSUPPORTED, "%s: shape.smem = %u bytes, the device allows %d", fn, shape->smem, smem_limit);
   if (s == DSV4_OK) s = long_allow_smem(ctx, f, shape->smem, smem_limit);
   if (s == DSV4_OK && shape->cluster > 1) {
-    int active = 0;
-    if (ctx->cc_major >= 9 &&
-        (shape->cluster <= 8 ||
-         ctx->drv->cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1) == CUDA_SUCCESS)) {
-      CUlaunchAttribute attr;
-      CUlaunchConfig cfg;
-      cluster_config(&cfg, &attr, (unsigned)shape->cluster, shape->threads, shape->cluster, shape->smem, NULL);
-      if (ctx->drv->cuOccupancyMaxActiveClusters(&active, f, &cfg) != CUDA_SUCCESS) active = 0;
-    }
-    if (active < 1)
+    int active[5], lg = 0;
+    long_active_clusters(ctx, f, shape->threads, shape->smem, active);
+    while ((1 << lg) < shape->cluster) ++lg;
+    if (active[lg] < 1)
       s = dsv4_fail(DSV4_ERR_UNSUPPORTED, "%s: shape.cluster = %d: the device does not run clusters of %d blocks of "
                     "%d threads and %u bytes", fn, shape->cluster, shape->cluster, shape->threads, shape->smem);
   }

@@ -2,8 +2,6 @@
 #ifndef DSV4_GPU_UTIL_H
 #define DSV4_GPU_UTIL_H
 
-#include <time.h>
-
 #include "test_util.h"
 #include "context.h"
 #include "ops/ops.h"   /* gpu_topk_long_reduce: the long-row top-k's launch plan */
@@ -76,13 +74,6 @@ static void gpu_sync(void) { GPU_CHECK(cuCtxSynchronize()); }
     dsv4_context_destroy(ctx);                                                                       \
     return rc_;                                                                                      \
   } while (0)
-
-/* Monotonic wall time in milliseconds (progress lines of slow tests, never an assertion). */
-static inline double gpu_test_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 /* DSV4_TEST_PART=i/n: a test's cases (the calls of its run_case, and each test function that does not use it)
  * are dealt round-robin into n parts and only part i runs; unset, every case runs. For sanitizer runs, which

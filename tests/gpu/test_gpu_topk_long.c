@@ -11,6 +11,7 @@
 #include <math.h>
 
 #include "gpu_util.h"
+#include "internal.h"   /* dsv4_now_ms */
 #include "topk_long_shapes.h"
 #include "oracle.h"
 
@@ -399,13 +400,13 @@ static void test_forced_shapes(void **state) {
   for (int i = first; i <= last; ++i) {
     const topk_long_forced c = topk_long_forced_case(i);
     const int64_t rows = 1 + i % 2, stride = i % 3 == 2 ? c.cols + 4 : c.cols, offset = i % 5 == 4 ? 1 : 0;
-    const double t0 = gpu_test_now_ms();
+    const double t0 = dsv4_now_ms();
     switch (run_case_with(&c.shape, rows, c.cols, stride, offset, c.k, i % GEN_COUNT, 1, 31337u + (uint64_t)i)) {
       case CASE_RAN:
         ++ran;
         /* one line a case: under a sanitizer a part that runs out of time still shows which cases ran clean */
         fprintf(stderr, "    forced case %d: %d threads, cluster %d, pool kind %d, %lld x %lld, k %d: %.0f ms\n", i,
-                c.threads, c.cluster, c.pool_kind, (long long)rows, (long long)c.cols, c.k, gpu_test_now_ms() - t0);
+                c.threads, c.cluster, c.pool_kind, (long long)rows, (long long)c.cols, c.k, dsv4_now_ms() - t0);
         break;
       case CASE_UNSUPPORTED: ++unsupported; break;
       default: break;   /* another part's case, or a reduced-mode repeat */
