@@ -164,11 +164,14 @@ __global__ void __launch_bounds__(kGateMaxWarps * 32, 1)
     }
   }
 
-  // 2. Everything before this only read constants. A PDL-launched successor may start now: its blocks then
-  // wait on griddepcontrol (the end of this grid, its writes visible) already resident, off the critical path.
+  // 2. Everything before this only read constants. Then, once the previous kernel on the stream is done, a
+  // PDL-launched successor may start: its blocks then wait on griddepcontrol (the end of this grid, its writes
+  // visible) already resident, off the critical path. The trigger comes after the wait so that the successor's
+  // part before its own wait never runs beside this kernel's predecessor (hash_scored reads the token ids
+  // there, which that predecessor may write).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
 
   // 3. The split's x tile, rows [0, 8*nt): tokens >= N and hidden >= H are zeros (plain shared stores: no

@@ -48,6 +48,9 @@ __global__ void __launch_bounds__(256)
   bool ok[K];
   hash_row<K>(lut, tok, vocab, num_experts, e, ok);
 #if __CUDA_ARCH__ >= 900
+  // The next kernel on the stream may launch now if launched with PDL (the router's next gate_decode streams
+  // its weight, then waits for this grid to end before it writes the slabs).
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
   for (i64 t = first; t < num_tokens; t += stride) {

@@ -2,7 +2,10 @@
  * dsv4_router: ties the ops together for one MoE layer's gate (SPEC section 3).
  *
  * Dense mode, N <= decode_max: gate_decode writes split-K partial logits [S][N][E] (S depends on H only),
- *   then activation_topk sums them in split order and routes, launched with PDL: 2 launches.
+ *   then activation_topk sums them in split order and routes, launched with PDL: 2 launches. gate_decode is
+ *   PDL-launched too (unless set_pdl turned it off): it streams its weight tiles while the previous kernel on
+ *   the stream finishes (back to back, the previous call's routing, which triggers its dependents once its
+ *   slab loads are done), then waits before reading x or writing the slabs.
  *   (One launch, the last blocks of the GEMM to finish routing behind a ticket counter, was built and measured
  *   on H200: slower at every N, 8.9 vs 8.5 us at N = 1 and 12.0 vs 10.7 us at N = 64. See git history,
  *   "gate_route".)
@@ -31,6 +34,7 @@ struct dsv4_router {
   const int32_t *lut;     /* [vocab,k] */
   CUdeviceptr owned[3];   /* weights loaded from a checkpoint */
   int32_t decode_max;
+  bool pdl;               /* gate_decode launched with PDL (dsv4_router_set_pdl) */
   int64_t max_tokens;     /* 0 until prepared */
   int splits;             /* decode split-K count */
   CUdeviceptr logits;     /* workspace: max(splits * decode_max, chunk) * E floats */
@@ -53,6 +57,7 @@ dsv4_status dsv4_router_create(dsv4_context *ctx, const dsv4_router_config *cfg,
   r->ctx = ctx;
   r->cfg = *cfg;
   r->decode_max = DSV4_DECODE_MAX_DEFAULT;
+  r->pdl = true;
   *out = r;
   return DSV4_OK;
 }
@@ -63,6 +68,14 @@ dsv4_status dsv4_router_set_decode_max_tokens(dsv4_router *r, int32_t n) {
   DSV4_CHECK_ARG(n >= 0 && n <= 64, fn, "n", "must be in 0..64");
   DSV4_CHECK_ARG(r->max_tokens == 0, fn, "r", "is already prepared; set the switch point before prepare");
   r->decode_max = n;
+  return DSV4_OK;
+}
+
+dsv4_status dsv4_router_set_pdl(dsv4_router *r, int32_t enable) {
+  static const char *fn = "dsv4_router_set_pdl";
+  DSV4_CHECK_ARG(r != NULL, fn, "r", "is NULL");
+  DSV4_CHECK_ARG(enable == 0 || enable == 1, fn, "enable", "must be 0 or 1");
+  r->pdl = enable != 0;
   return DSV4_OK;
 }
 
@@ -235,9 +248,10 @@ dsv4_status dsv4_router_forward(dsv4_router *r, CUstream stream, const void *hid
     return dsv4_hash_router_enqueue(r->ctx, stream, token_ids, n, r->lut, c->vocab_size, c->top_k,
                                     c->routed_scaling_factor / (float)c->top_k, w, ids, (int32_t *)r->err_count);
   if (n > r->decode_max) return prefill(r, stream, hidden, token_ids, n, w, ids);
-  /* Decode: the split-K partials, then the routing launched with PDL behind them. */
-  DSV4_TRY(dsv4_gate_decode_enqueue(r->ctx, stream, hidden, n, r->weight, c->num_experts, c->hidden_size,
-                                    (float *)r->logits));
+  /* Decode: the split-K partials (PDL-launched unless turned off), then the routing launched with PDL
+   * behind them. */
+  DSV4_TRY(dsv4_gate_decode_enqueue_ex(r->ctx, stream, hidden, n, r->weight, c->num_experts, c->hidden_size,
+                                       (float *)r->logits, 0, r->pdl));
   return route(r, stream, (const float *)r->logits, r->splits, token_ids, 0, n, w, ids, true);
 }
 

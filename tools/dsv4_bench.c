@@ -526,7 +526,14 @@ static void bench_router(dsv4_context *ctx, CUstream stream, const char *preset)
                g.cold_us, pr, pg, ratio);
       row(name, "<= 1.10x GEMM", &t, extra);
     } else {
-      snprintf(extra, sizeof extra, "W %.1f MB", 2.0 * (double)(E * H) / 1e6);
+      /* The same calls with the gate GEMM as a plain launch (dsv4_router_set_pdl off): what forward costs when
+       * its weight loads cannot start under the previous kernel. */
+      dsv4_timing np;
+      CHECK(dsv4_router_set_pdl(a.r, 0));
+      CHECK(dsv4_time_launches(drv, stream, router_launch, &a, calls, g_reps, (size_t)ctx->l2_bytes * 4, &np));
+      CHECK(dsv4_router_set_pdl(a.r, 1));
+      snprintf(extra, sizeof extra, "W %.1f MB; no PDL %.2f / %.2f / %.2f us", 2.0 * (double)(E * H) / 1e6,
+               np.graph_us, np.stream_us, np.cold_us);
       row(name, "<= 3 / 4 us", &t, extra);
     }
   }

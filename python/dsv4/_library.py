@@ -81,6 +81,7 @@ _SIGNATURES = {
     "dsv4_router_take_error_count": (c_int64, [_p]),
     "dsv4_router_destroy": (None, [_p]),
     "dsv4_router_set_decode_max_tokens": (_st, [_p, c_int32]),
+    "dsv4_router_set_pdl": (_st, [_p, c_int32]),
     "dsv4_cache_dir": (c_char_p, []),
 }
 

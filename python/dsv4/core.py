@@ -432,6 +432,10 @@ class Router:
         check(self._lib.dsv4_router_set_decode_max_tokens(self._live(), _as_int(n, "n")),
               "dsv4_router_set_decode_max_tokens")
 
+    def set_pdl(self, enable: bool) -> None:
+        """dsv4_router_set_pdl: launch overlap of the decode path (on by default; see the C header)."""
+        check(self._lib.dsv4_router_set_pdl(self._live(), 1 if enable else 0), "dsv4_router_set_pdl")
+
     def prepare(self, max_tokens: int) -> None:
         """dsv4_router_prepare: JIT-load every kernel and allocate the workspace. Synchronizes."""
         check(self._lib.dsv4_router_prepare(self._live(), _as_int(max_tokens, "max_tokens")), "dsv4_router_prepare")

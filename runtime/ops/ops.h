@@ -186,11 +186,10 @@ DSV4_INTERNAL dsv4_status dsv4_gate_decode_check(const char *fn, const void *ctx
 DSV4_INTERNAL dsv4_status dsv4_gate_decode_enqueue(dsv4_context *ctx, CUstream stream, const void *x,
     int64_t num_tokens, const void *w, int32_t num_experts, int32_t hidden_size, float *partials);
 /* The same with a chosen shape (warps 1..8, 0 = built-in) and optional PDL launch: the kernel issues its W
- * loads, then waits on griddepcontrol before reading x or writing the slabs. It triggers its own PDL dependents
- * right after the W loads, before that wait: a dependent launched with PDL behind it may run the part before
- * its own griddepcontrol.wait while gate_decode's predecessor still runs, so that part must not read what the
- * predecessor writes (the routing kernels read nothing there; hash_scored reads token ids and the table, which
- * the router's gate_decode, a plain launch, has already waited for). */
+ * loads, then waits on griddepcontrol before reading x or writing the slabs, and triggers its own PDL
+ * dependents right after that wait: a dependent launched with PDL behind it may run the part before its own
+ * griddepcontrol.wait while gate_decode still runs, but never beside gate_decode's predecessor (hash_scored
+ * reads the token ids there). With pdl, W must not be written by the kernel just before this one. */
 DSV4_INTERNAL dsv4_status dsv4_gate_decode_enqueue_ex(dsv4_context *ctx, CUstream stream, const void *x,
     int64_t num_tokens, const void *w, int32_t num_experts, int32_t hidden_size, float *partials, int warps,
     bool pdl);

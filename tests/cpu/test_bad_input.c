@@ -120,6 +120,7 @@ static void test_null_router(void **state) {
   assert_status_names(dsv4_router_forward(NULL, NULL, w, NULL, 8, DEV(float *, 0x2000), DEV(int32_t *, 0x3000)), INV,
                       "'r'");
   assert_status_names(dsv4_router_set_decode_max_tokens(NULL, 8), INV, "'r'");
+  assert_status_names(dsv4_router_set_pdl(NULL, 1), INV, "'r'");
   assert_int_equal(dsv4_router_take_error_count(NULL), -1);
   dsv4_router_destroy(NULL); /* a no-op */
 }
@@ -154,6 +155,11 @@ static void test_router_checks_before_the_device(void **state) {
   assert_status_names(dsv4_router_set_decode_max_tokens(r, -1), INV, "'n'");
   assert_status_names(dsv4_router_set_decode_max_tokens(r, 65), INV, "'n'");
   assert_int_equal(dsv4_router_set_decode_max_tokens(r, 0), DSV4_OK); /* valid, and touches no device */
+  /* Launch overlap: 0 or 1, at any time. */
+  assert_status_names(dsv4_router_set_pdl(r, 2), INV, "'enable'");
+  assert_status_names(dsv4_router_set_pdl(r, -1), INV, "'enable'");
+  assert_int_equal(dsv4_router_set_pdl(r, 0), DSV4_OK);
+  assert_int_equal(dsv4_router_set_pdl(r, 1), DSV4_OK);
   /* Nothing above changed the router: it is still unprepared. */
   assert_status_names(dsv4_router_forward(r, NULL, w, NULL, 1, ow, oi), INV, "not prepared");
   free(r);

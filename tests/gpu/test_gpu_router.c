@@ -1,6 +1,6 @@
 /* GPU: the dsv4_router end to end against the FP64 oracle: decode and prefill paths for both presets and
- * odd shapes, determinism, batch invariance, CUDA-graph capture, hash mode with both weightings, the error
- * counter, and a safetensors round trip. */
+ * odd shapes, determinism, batch invariance, CUDA-graph capture, back-to-back decode calls with and without
+ * launch overlap (PDL), hash mode with both weightings, the error counter, and a safetensors round trip. */
 #include <math.h>
 #include <unistd.h>
 
@@ -253,6 +253,74 @@ static void test_graph_capture(void **state) {
   model_free(&m);
 }
 
+/* Decode calls enqueued back to back, no sync between them, each on other tokens into its own outputs, with
+ * launch overlap on (the default: each call's gate GEMM loads its weight while the previous call's routing
+ * runs) and off, eagerly and replayed from a graph: every call gives the bits it gives alone. A call that wrote
+ * its split-K slabs before the previous call had read them would show here. Dense and scored-hash modes. */
+static void test_back_to_back_decode(void **state) {
+  (void)state;
+  enum { CALLS = 8 };
+  static const int64_t ns[] = {1, 8, 64};
+  for (int mode = 0; mode < 2; ++mode) {
+    dsv4_router_config c;
+    dsv4_router_config_preset(mode ? "v4-flash" : "v4-pro", mode ? DSV4_ROUTER_HASH : DSV4_ROUTER_DENSE, &c);
+    const int64_t k = c.top_k, H = c.hidden_size, nmax = 64 + 3 * CALLS;
+    model m;
+    model_init(&m, &c, nmax, 51 + (uint64_t)mode);
+    dsv4_router *r = make_router(&m, 64, -1);
+    CUstream s;
+    GPU_CHECK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+    CUdeviceptr outs = gpu_alloc(2 * 4 * (size_t)(CALLS * 64 * k));   /* weights, then ids, per call */
+    float *ref_w = malloc(4 * (size_t)(CALLS * 64 * k)), *got_w = malloc(4 * (size_t)(CALLS * 64 * k));
+    int32_t *ref_i = malloc(4 * (size_t)(CALLS * 64 * k)), *got_i = malloc(4 * (size_t)(CALLS * 64 * k));
+    for (int ni = 0; ni < 3; ++ni) {
+      const int64_t n = ns[ni], per = n * k;
+      for (int call = 0; call < CALLS; ++call) {   /* each call alone, synchronised */
+        run(r, &m, s, 3 * call, n, ref_w + call * per, ref_i + call * per);
+        check_many(&m, 3 * call, n, ref_w + call * per, ref_i + call * per);
+      }
+      for (int variant = 0; variant < 4; ++variant) {   /* PDL on / off x eager / graph */
+        const int pdl = variant < 2, graph = variant & 1;
+        assert_int_equal(dsv4_router_set_pdl(r, pdl), DSV4_OK);
+        gpu_poison(outs, 2 * 4 * (size_t)(CALLS * per));
+        CUgraph g = NULL;
+        if (graph) GPU_CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+        dsv4_status st = DSV4_OK;
+        for (int call = 0; call < CALLS && st == DSV4_OK; ++call)
+          st = dsv4_router_forward(r, s, (const void *)(m.dx + 2 * (size_t)(3 * call * H)),
+                                   (const int32_t *)(m.dtok + 4 * (size_t)(3 * call)), n,
+                                   (float *)(outs + 4 * (size_t)(call * per)),
+                                   (int32_t *)(outs + 4 * (size_t)(CALLS * per + call * per)));
+        if (graph) {
+          GPU_CHECK(cuStreamEndCapture(s, &g));
+          CUgraphExec ge;
+          GPU_CHECK(cuGraphInstantiate(&ge, g, 0));
+          for (int rep = 0; rep < 3; ++rep) GPU_CHECK(cuGraphLaunch(ge, s));
+          GPU_CHECK(cuStreamSynchronize(s));
+          GPU_CHECK(cuGraphExecDestroy(ge));
+          GPU_CHECK(cuGraphDestroy(g));
+        }
+        assert_int_equal(st, DSV4_OK);
+        GPU_CHECK(cuStreamSynchronize(s));
+        gpu_download(got_w, outs, 4 * (size_t)(CALLS * per));
+        gpu_download(got_i, outs + 4 * (size_t)(CALLS * per), 4 * (size_t)(CALLS * per));
+        for (int call = 0; call < CALLS; ++call) {
+          if (memcmp(got_w + call * per, ref_w + call * per, 4 * (size_t)per) ||
+              memcmp(got_i + call * per, ref_i + call * per, 4 * (size_t)per))
+            fail_msg("%s N=%lld, PDL %s, %s: call %d of %d back to back differs from the call alone",
+                     mode ? "hash" : "dense", (long long)n, pdl ? "on" : "off", graph ? "graph" : "eager", call,
+                     CALLS);
+        }
+      }
+    }
+    gpu_free(outs);
+    free(ref_w), free(got_w), free(ref_i), free(got_i);
+    GPU_CHECK(cuStreamDestroy(s));
+    dsv4_router_destroy(r);
+    model_free(&m);
+  }
+}
+
 static void test_hash_modes_and_error_count(void **state) {
   (void)state;
   dsv4_router_config c;
@@ -385,6 +453,7 @@ int main(void) {
       cmocka_unit_test(test_prefill_chunks),
       cmocka_unit_test(test_determinism_and_batch_invariance),
       cmocka_unit_test(test_graph_capture),
+      cmocka_unit_test(test_back_to_back_decode),
       cmocka_unit_test(test_hash_modes_and_error_count),
       cmocka_unit_test(test_safetensors_round_trip),
   };
