@@ -29,11 +29,13 @@
 //            re-read from global memory together for their low bits. When the boundary bin holds exactly the
 //            elements still needed it is taken whole and the select ends; it always ends by level 5 (a digit
 //            of ~column is unique within its set). Random rows end after level 2 or 3.
-//   final:   every block sorts its survivors (up to 256 by counting ranks, longer lists by a bitonic sort:
-//            64-key segments in registers, larger strides in shared memory); with CL > 1 every block copies
-//            the other blocks' sorted lists and a survivor's output slot is its position in its own list plus
-//            the number of larger keys in each other list (binary searches, one thread per (survivor, list)
-//            pair, summed with shared atomics: integers, exact).
+//   final:   with CL > 1 every block copies the other blocks' lists of survivors. When k is small for the
+//            cluster (kTlCountPer) a survivor's output slot is the number of larger keys among all k (every
+//            list unsorted, its own included; counts summed with shared atomics: integers, exact); else every
+//            block first sorts its survivors (up to 256 by counting ranks, longer lists by a bitonic sort:
+//            64-key segments in registers, larger strides in shared memory) and a survivor's slot is its
+//            position in its own list plus the number of larger keys in each other list (binary searches, one
+//            thread per (survivor, list) pair). With CL = 1 the sorted list is the output.
 //
 // Barriers per row: a few block barriers and one cluster barrier per level, one cluster barrier at the end;
 // none per chunk of data. No global scratch, no atomics outside shared memory, no inter-cluster communication:
@@ -127,19 +129,12 @@ __global__ void __launch_bounds__(NT)
       __syncthreads();
     }
 
-    // ---- final: sort this block's survivors; place them ----
+    // ---- final: place the survivors (sorted lists and binary searches, or counting: kTlCountPer) ----
     const int nr = (int)ctl->n_emit < SP ? (int)ctl->n_emit : SP;
-    if (nr <= kTlRankSortMax) {
-      tl_rank_sort<NT>(list, nr, reinterpret_cast<tl_u32*>(pool));
-    } else {
-      int m = 64;
-      while (m < nr) m <<= 1;
-      for (int i = nr + tid; i < m; i += NT) list[i] = 0ull;
-      __syncthreads();
-      tl_sort_desc<NT>(list, m);
-    }
     float* ov = out_values + row * (i64)k;
     int* oi = out_indices + row * (i64)k;
+    const bool counting = cl > 1 && (tl_u64)k * (tl_u64)k <= (tl_u64)cl * NT * kTlCountPer;
+    if (!counting) tl_sort_list<NT>(list, nr, pool);
     if (cl == 1) {
       for (int i = tid; i < nr; i += NT) {
         const tl_u64 c = list[i];
@@ -149,10 +144,10 @@ __global__ void __launch_bounds__(NT)
       __syncthreads();   // list and ctl are reused by the next row
       continue;
     }
-    tl_sync(cl);   // every block's list is sorted and its count final
+    tl_sync(cl);   // every block's list (sorted unless counting) and its count are final
     if (warp == 0) {
-      tl_u32 v = 0u;
-      if (lane < cl && lane != rank) v = *tl_peer(&ctl->n_emit, (tl_u32)lane);
+      tl_u32 v = 0u;   // sorting: this block's own list is searched in place, not copied (count 0)
+      if (lane < cl) v = lane == rank ? (counting ? ctl->n_emit : 0u) : *tl_peer(&ctl->n_emit, (tl_u32)lane);
       tl_u32 incl = v;
 #pragma unroll
       for (int d = 1; d < 32; d <<= 1) {
@@ -162,17 +157,18 @@ __global__ void __launch_bounds__(NT)
       if (lane < kTlMaxCluster) ctl->counts[lane] = v, ctl->offs[lane] = incl - v;
     }
     __syncthreads();
-    // Copy the other lists, concatenated in rank order, to the pool: wpl warps per list, 4 remote loads in
-    // flight per thread.
+    // Copy the lists, concatenated in rank order, to the pool (this block's own too when counting): wpl warps
+    // per list, 4 remote loads in flight per thread.
     tl_u64* copies = reinterpret_cast<tl_u64*>(pool);
     tl_u32* ranks = reinterpret_cast<tl_u32*>(pool + 8 * KP);
+    int total = 0;
     {
       constexpr int NW = NT / 32;
       const int wpl = NW / cl >= 1 ? NW / cl : 1;
       for (int w = warp; w < cl * wpl; w += NW) {
         const int c = w % cl, sub = w / cl;
         const int cnt_c = (int)ctl->counts[c], off = (int)ctl->offs[c];
-        if (cnt_c == 0 || off + cnt_c > KP) continue;   // this block's own list (count 0 here); the guard: memory only
+        if (cnt_c == 0 || off + cnt_c > KP) continue;   // an empty list (or own, sorting); the guard: memory only
         const tl_u64* src = tl_peer(list, (tl_u32)c);
         for (int j0 = sub * 32 + lane; j0 < cnt_c; j0 += 4 * wpl * 32) {
           tl_u64 v[4];
@@ -188,18 +184,25 @@ __global__ void __launch_bounds__(NT)
           }
         }
       }
+      total = (int)(ctl->offs[cl - 1] + ctl->counts[cl - 1]);
+      if (total > KP) total = KP;   // the guard: memory only (the counts sum to k)
     }
-    for (int i = tid; i < nr; i += NT) ranks[i] = (tl_u32)i;
+    for (int i = tid; i < nr; i += NT) ranks[i] = counting ? 0u : (tl_u32)i;
     tl_cluster_arrive();   // done reading the other blocks' shared memory for this row
     pending = true;
     __syncthreads();
-    // slot = own position + the larger keys in every other list: one thread per (survivor, list).
-    for (int p = tid; p < nr * cl; p += NT) {
-      const int i = p % nr, c = p / nr;
-      const tl_u32 cnt_c = ctl->counts[c];
-      if (cnt_c == 0u || ctl->offs[c] + cnt_c > (tl_u32)KP) continue;   // own list (count 0 here), empty; guard
-      const tl_u32 gt = tl_count_greater(copies + ctl->offs[c], cnt_c, list[i]);
-      if (gt) atomicAdd(&ranks[i], gt);
+    if (counting) {
+      // slot = the number of larger keys among all the cluster's survivors (own list included).
+      tl_count_ranks<NT>(list, nr, copies, total, ranks);
+    } else {
+      // slot = own position + the larger keys in every other list: one thread per (survivor, list).
+      for (int p = tid; p < nr * cl; p += NT) {
+        const int i = p % nr, c = p / nr;
+        const tl_u32 cnt_c = ctl->counts[c];
+        if (cnt_c == 0u || ctl->offs[c] + cnt_c > (tl_u32)KP) continue;   // own list (count 0 here), empty; guard
+        const tl_u32 gt = tl_count_greater(copies + ctl->offs[c], cnt_c, list[i]);
+        if (gt) atomicAdd(&ranks[i], gt);
+      }
     }
     __syncthreads();
     for (int i = tid; i < nr; i += NT) {

@@ -24,6 +24,12 @@ constexpr int kTlHits = DSV4_TL_EMULATION_HITS;   // a host emulation shrinks th
 constexpr int kTlHits = 4096;                 // positions a 16-bit-key pass collects before re-reading (host: same)
 #endif
 constexpr int kTlRankSortMax = 256;           // survivor lists up to this long are sorted by counting
+// The final phase of a cluster places its survivors by counting, their lists unsorted, when k * k <= cl * NT *
+// kTlCountPer: a block's expected list (k / cl) against all k is then kTlCountPer key compares a thread, and
+// cl * kTlCountPer <= 512 if one block holds them all. Else every block sorts its list and binary-searches the
+// others. (The single row of 131072 at k = 512, clusters of 16: 16.8 -> 16.3 us on H100. At 64 rows, k = 512,
+// clusters of 2 - 256 compares a thread - counting was slower than sorting: 28.9 against 26.5 us.)
+constexpr int kTlCountPer = 32;
 constexpr tl_u32 kTlFull = 0xffffffffu;
 
 // floor(log2(X)) at compile time.
@@ -147,7 +153,7 @@ struct TlCtl {
   tl_u32 n_push;                  // candidates in the buffer
   tl_u32 pad;
   tl_u32 n_hits;                  // positions in the hit list (16-bit-key passes)
-  tl_u32 counts[kTlMaxCluster];   // final phase: each block's survivor count (0 for this block)
+  tl_u32 counts[kTlMaxCluster];   // final phase: each block's survivor count (0 for this block when sorting)
   tl_u32 offs[kTlMaxCluster];     // final phase: where each block's list starts among the copies
   tl_u32 sums[2][kTlChunks];      // chunk sums of the two histograms (read by the cluster)
 };
@@ -693,28 +699,36 @@ __device__ __noinline__ void tl_sort_desc(tl_u64* s, int m) {
   }
 }
 
-// Sort of a short survivor list (nr <= kTlRankSortMax distinct keys) by counting: the rank of a key is the
-// number of larger keys; warps split the list into parts so every thread compares its key with at most
-// nr^2 / NT others (all lanes of a warp read the same key: broadcasts). rk: nr words of shared scratch.
+// rk[i] += the number of keys of l[0..nl) greater than x[i], for i < nx (keys distinct within each list; rk
+// zeroed by the caller, who synchronises the block after). Warps split the work into (32 keys of x, part of l)
+// pairs so that every thread compares its key with about nx * nl / NT others; all lanes of a warp read the
+// same key of l (broadcasts). Integer counts summed with shared atomics: exact, order-free.
 template <int NT>
-__device__ __noinline__ void tl_rank_sort(tl_u64* s, int nr, tl_u32* rk) {
+__device__ __forceinline__ void tl_count_ranks(const tl_u64* x, int nx, const tl_u64* l, int nl, tl_u32* rk) {
   constexpr int NW = NT / 32;
-  constexpr int PER = (kTlRankSortMax + NT - 1) / NT;   // keys per thread at the end
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int i = threadIdx.x; i < nr; i += NT) rk[i] = 0u;
-  __syncthreads();
-  const int groups = nr > 32 ? (nr + 31) >> 5 : 1;
+  const int groups = nx > 32 ? (nx + 31) >> 5 : 1;
   const int parts = NW / groups >= 1 ? NW / groups : 1;
-  const int len = (nr + parts - 1) / parts;
+  const int len = (nl + parts - 1) / parts;
   for (int w = warp; w < groups * parts; w += NW) {
     const int i = (w % groups) * 32 + lane, part = w / groups;
-    const tl_u64 x = i < nr ? s[i] : ~0ull;
-    const int t0 = part * len, t1 = t0 + len < nr ? t0 + len : nr;
+    const tl_u64 v = i < nx ? x[i] : ~0ull;
+    const int t0 = part * len, t1 = t0 + len < nl ? t0 + len : nl;
     tl_u32 cnt = 0;
-#pragma unroll 4
-    for (int t = t0; t < t1; ++t) cnt += s[t] > x ? 1u : 0u;
-    if (i < nr && cnt) atomicAdd(&rk[i], cnt);
+#pragma unroll 8
+    for (int t = t0; t < t1; ++t) cnt += l[t] > v ? 1u : 0u;
+    if (i < nx && cnt) atomicAdd(&rk[i], cnt);
   }
+}
+
+// Sort of a short survivor list (nr <= kTlRankSortMax distinct keys) by counting: the rank of a key is the
+// number of larger keys (tl_count_ranks of the list against itself). rk: nr words of shared scratch.
+template <int NT>
+__device__ __noinline__ void tl_rank_sort(tl_u64* s, int nr, tl_u32* rk) {
+  constexpr int PER = (kTlRankSortMax + NT - 1) / NT;   // keys per thread at the end
+  for (int i = threadIdx.x; i < nr; i += NT) rk[i] = 0u;
+  __syncthreads();
+  tl_count_ranks<NT>(s, nr, s, nr, rk);
   __syncthreads();
   tl_u64 v[PER];
   tl_u32 r[PER];
@@ -729,6 +743,22 @@ __device__ __noinline__ void tl_rank_sort(tl_u64* s, int nr, tl_u32* rk) {
   for (int u = 0; u < PER; ++u)
     if (u * NT + (int)threadIdx.x < nr) s[r[u]] = v[u];
   __syncthreads();
+}
+
+// Sorts this block's survivor list s[0..nr) descending: by counting up to kTlRankSortMax keys, else by the
+// bitonic network on the list padded with zeros to a power of two (>= 64; s has room for it). scratch: the
+// pool (4 * kTlRankSortMax bytes used).
+template <int NT>
+__device__ __forceinline__ void tl_sort_list(tl_u64* s, int nr, unsigned char* scratch) {
+  if (nr <= kTlRankSortMax) {
+    tl_rank_sort<NT>(s, nr, reinterpret_cast<tl_u32*>(scratch));
+  } else {
+    int m = 64;
+    while (m < nr) m <<= 1;
+    for (int i = nr + (int)threadIdx.x; i < m; i += NT) s[i] = 0ull;
+    __syncthreads();
+    tl_sort_desc<NT>(s, m);
+  }
 }
 
 // The number of keys greater than x in the descending list l[0..n) (binary lifting).

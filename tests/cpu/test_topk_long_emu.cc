@@ -270,7 +270,8 @@ static void test_row_loops(void** state) {
   report("row loops", c0, f0);
 }
 
-/* Large k: the bitonic sort of up to 4096 survivors and the cluster merge's binary searches over them. */
+/* Large k: the bitonic sort of up to 4096 survivors and the cluster merge's binary searches over them, and the
+ * placement by counting. */
 static void test_large_k(void** state) {
   (void)state;
   const int c0 = g_cases, f0 = g_failures;
@@ -282,6 +283,9 @@ static void test_large_k(void** state) {
       run_case(1, 5000, 5000, 0, 1000, mode, forced_shape(5000, 1000, 128, cl, 3, 1), seed++);
       run_case(1, 7000, 7003, 1, 3000, mode, forced_shape(7000, 3000, 128, cl, 4, 1), seed++);
       run_case(2, 7000, 7000, 0, 100, mode, forced_shape(7000, 100, 128, cl, 5, 1), seed++);
+      // k = 150: clusters of 8 place the survivors by counting (kTlCountPer), one block holding them all in
+      // ASC and DESC rows; clusters of 2 sort.
+      run_case(1, 8000, 8000, 0, 150, mode, forced_shape(8000, 150, 128, cl, 1, 1), seed++);
     }
   report("large k", c0, f0);
 }
