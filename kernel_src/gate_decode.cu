@@ -33,8 +33,8 @@
 // chains keep the MMA latency off the critical path when N <= 8 (one token tile). Each MMA output column
 // (token) is independent of the others, and tokens past N are zeros. No atomics anywhere.
 //
-// griddepcontrol.launch_dependents right after the W loads are issued lets a PDL-launched successor be
-// launched and resident while this grid works (it waits for this grid's end on griddepcontrol.wait).
+// griddepcontrol.launch_dependents right after this grid's own griddepcontrol.wait (step 2) lets a PDL-launched
+// successor be launched and resident while this grid works (it waits for this grid's end on its own wait).
 // Specialised on H and E; the layout constants must match runtime/ops/gate_decode.c.
 #include "common.cuh"
 

@@ -57,12 +57,12 @@ DSV4_INTERNAL dsv4_status dsv4_topk_select_enqueue(dsv4_context *ctx, CUstream s
  * else 256. One thread-block cluster per row (sm_90+; 1 block on sm_80); no workspace, no global scratch. */
 DSV4_INTERNAL void dsv4_topk_long_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out);
 /* The launch shape for rows x cols, k on a device with sm_count SMs, smem_limit bytes of opt-in dynamic shared
- * memory per block and clusters of up to max_cluster blocks (1: none; up to 16). Wide-row blocks (cols > 8192) split a row
- * over a cluster of CL = 1, 2, 4, 8 or 16 blocks while rows * CL <= sm_count and each block keeps >= 8192
- * columns; the block of cluster rank r owns columns [r * slice, (r + 1) * slice). A block keeps the order keys
- * of its columns in shared memory: whole (key_bits 32) when they fit beside a candidate buffer, else their top
- * 16 bits (key_bits 16), of a prefix of `dense` columns when even those do not fit. The shape changes the speed,
- * never the result. @return DSV4_OK, or DSV4_ERR_UNSUPPORTED when the shared memory cannot hold the survivor
+ * memory per block and clusters of up to max_cluster blocks (1: none; up to 16). Wide-row blocks (cols > 8192)
+ * split a row over a cluster of CL = 1, 2, 4, 8 or 16 blocks while rows * CL <= sm_count and each block keeps
+ * >= 8192 columns; the block of cluster rank r owns columns [r * slice, (r + 1) * slice). A block keeps the
+ * order keys of its columns in shared memory: whole (key_bits 32) when they fit beside a candidate buffer, else
+ * their top 16 bits (key_bits 16), of a prefix of `dense` columns when even those do not fit. The shape changes
+ * the speed, never the result. @return DSV4_OK, or DSV4_ERR_UNSUPPORTED when the shared memory cannot hold the survivor
  * list. */
 typedef struct dsv4_topk_long_plan {
   int32_t threads, cluster, kp;

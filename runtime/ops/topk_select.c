@@ -19,7 +19,9 @@
 #define LONG_MAX_CLUSTER 16     /* kTlMaxCluster; 16 is a non-portable cluster size (sm_90+ if the device runs it) */
 #define LONG_WIDE_COLS 8192     /* wider rows take LONG_WIDE_THREADS-thread blocks (and clusters on sm_90+) */
 #ifndef LONG_WIDE_THREADS
-#define LONG_WIDE_THREADS 512   /* threads of a block of the wide-row form, one block per SM (measured on H100 against 1024 and 256: 1024 capped registers at 64 and spilled; 512 was 10-18 % faster on every bench shape, 256 slower) */
+/* Threads of a block of the wide-row form, one block per SM (measured on H100 against 1024 and 256: 1024
+ * capped registers at 64 and spilled; 512 was 10-18 % faster on every bench shape, 256 slower). */
+#define LONG_WIDE_THREADS 512
 #endif
 #define LONG_MIN_SLICE 8192     /* columns per block at least, when a row is split over a cluster */
 #define LONG_MIN_CANDIDATES 4096   /* candidate buffer entries the key cache leaves room for (the wide form) */
@@ -38,6 +40,11 @@ static int pow2_at_least(int32_t k) {
 
 static int long_threads(int64_t cols) { return cols > LONG_WIDE_COLS ? LONG_WIDE_THREADS : 256; }
 
+/* The fixed part of topk_long.cu's shared memory for kp: control block, two histograms, the survivor list. */
+static int64_t long_fixed_bytes(int kp) {
+  return LONG_CTL_BYTES + 2 * LONG_BINS * 4 + 8 * (int64_t)(kp > 64 ? kp : 64);
+}
+
 static void long_spec_threads(int32_t k, int nt, dsv4_kernel_spec *out) {
   const int kp = pow2_at_least(k);
   out->source = "topk_long.cu";
@@ -45,7 +52,9 @@ static void long_spec_threads(int32_t k, int nt, dsv4_kernel_spec *out) {
   snprintf(out->tag, sizeof out->tag, "topk_long-kp%d-t%d", kp, nt);
 }
 
-void dsv4_topk_long_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out) { long_spec_threads(k, long_threads(cols), out); }
+void dsv4_topk_long_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out) {
+  long_spec_threads(k, long_threads(cols), out);
+}
 
 void dsv4_topk_select_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out) {
   if (dsv4_topk_select_uses_warp(cols, k)) {
@@ -65,8 +74,7 @@ dsv4_status dsv4_topk_long_plan_for(int64_t rows, int64_t cols, int32_t k, int s
   memset(out, 0, sizeof *out);
   const int kp = pow2_at_least(k), nt = long_threads(cols);
   const bool wide = cols > LONG_WIDE_COLS;   /* one block per SM, clusters */
-  const int64_t sp = kp > 64 ? kp : 64;
-  const int64_t fixed = LONG_CTL_BYTES + 2 * LONG_BINS * 4 + 8 * sp;
+  const int64_t fixed = long_fixed_bytes(kp);
   const int64_t avail = ((int64_t)smem_limit - fixed) / 16 * 16;   /* pool bytes at most, a multiple of 16 */
   if (avail < 16)
     return dsv4_fail(DSV4_ERR_UNSUPPORTED, "dsv4_topk_select: %lld bytes of shared memory per block needed for k = %d, "
@@ -121,10 +129,8 @@ dsv4_status dsv4_topk_long_plan_for(int64_t rows, int64_t cols, int32_t k, int s
   return DSV4_OK;
 }
 
-/* The shared-memory layout of topk_long.cu for a shape: the fixed part (control block, two histograms, the
- * survivor list) and the least pool the cache, hit list, candidates, counting sort and (clusters) the copied
- * lists need. */
-static int64_t long_fixed_bytes(int kp) { return LONG_CTL_BYTES + 2 * LONG_BINS * 4 + 8 * (int64_t)(kp > 64 ? kp : 64); }
+/* The shared-memory layout of topk_long.cu for a shape: the least pool the cache, hit list, candidates,
+ * counting sort and (clusters) the copied lists need (the fixed part: long_fixed_bytes). */
 static int64_t long_pool_needed(const dsv4_topk_long_plan *s) {
   /* With 16-bit keys the hit list sits after the cache and the candidates after it; a shape with no cached
    * column and no candidate (a device with a tiny pool) never touches either. */
