@@ -103,12 +103,15 @@ __device__ __forceinline__ tl_u32 tl_cluster_size() {
   return 1;
 #endif
 }
-// Cluster barrier halves. arrive has release semantics and wait acquire semantics (the PTX defaults): what a
-// block wrote to any shared memory of the cluster before arriving is visible to every block after its wait.
-// Every thread of every block must call them, in uniform control flow.
+// Cluster barrier halves: what a block wrote to its own shared memory before arriving is visible to every block of
+// the cluster after its wait, and what it read of the others' before arriving has been read. The blocks exchange
+// data through shared memory only, so the release is a fence restricted to this block's shared memory at cluster
+// scope (MEMBAR.ALL.CTA) before a relaxed arrive; the default release arrive is a GPU-wide fence (MEMBAR.ALL.GPU,
+// which waits for every global access in flight) and cost ~2.3 us a row on H100 with its five barriers. wait keeps
+// its default acquire semantics. Every thread of every block must call them, in uniform control flow.
 __device__ __forceinline__ void tl_cluster_arrive() {
 #if __CUDA_ARCH__ >= 900
-  asm volatile("barrier.cluster.arrive.aligned;" ::: "memory");
+  asm volatile("fence.release.sync_restrict::shared::cta.cluster;\n\tbarrier.cluster.arrive.relaxed.aligned;" ::: "memory");
 #else
   __syncthreads();
 #endif
@@ -284,59 +287,55 @@ __device__ __forceinline__ tl_u32 tl_warp_prefix(tl_u32 v, tl_u32* total) {
   return pre;
 }
 
-// Appends the keys flagged in `emit` to the survivor list and those flagged in `push` to the candidate buffer,
-// one shared atomic per warp and list. Warp-uniform; E <= 8. Capacity overflow cannot happen (the counts are
-// exact); the guards only keep a broken invariant from writing out of bounds.
-template <int E>
-__device__ __forceinline__ void tl_write(const tl_u64 (&c)[E], tl_u32 emit, tl_u32 push, TlCtl* ctl,
-                                         tl_u64* list, tl_u32 list_cap, tl_u64* buf, tl_u32 buf_cap) {
-  static_assert(E <= 8, "4-bit counts");
-  const int lane = threadIdx.x & 31;
-  tl_u32 te, tp;
-  const tl_u32 pe = tl_warp_prefix<4>((tl_u32)__popc(emit), &te);
-  const tl_u32 pp = tl_warp_prefix<4>((tl_u32)__popc(push), &tp);
-  if (te == 0u && tp == 0u) return;
-  tl_u32 b = 0;
-  if (lane == 0 && te) b = atomicAdd(&ctl->n_emit, te);
-  if (lane == 1 && tp) b = atomicAdd(&ctl->n_push, tp);
-  tl_u32 se = __shfl_sync(kTlFull, b, 0) + pe;
-  tl_u32 sp = __shfl_sync(kTlFull, b, 1) + pp;
-#pragma unroll
-  for (int i = 0; i < E; ++i) {
-    if ((emit >> i) & 1u) {
-      if (se < list_cap) list[se] = c[i];
-      ++se;
-    }
-    if ((push >> i) & 1u) {
-      if (sp < buf_cap) buf[sp] = c[i];
-      ++sp;
+// Classifies one key a lane (c, where `valid`) at level lv (see TlLevel): a survivor is appended to the list, a
+// boundary key counted by its next digit into h and, with lv.push, appended to the candidate buffer. One shared
+// atomic per warp and list. Warp-uniform. Capacity overflow cannot happen (the counts are exact); the guards only
+// keep a broken invariant from writing out of bounds.
+__device__ __forceinline__ void tl_classify1(tl_u64 c, bool valid, const TlLevel& lv, tl_u32* h, TlCtl* ctl,
+                                             tl_u64* list, tl_u32 list_cap, tl_u64* buf, tl_u32 buf_cap) {
+  bool emit = false, push = false;
+  if (valid && (c & lv.pm) == lv.pp) {
+    const tl_u32 d = (tl_u32)(c >> lv.sh) & lv.dm;
+    if (d > lv.b || (d == lv.b && lv.take)) {
+      emit = true;
+    } else if (d == lv.b) {
+      atomicAdd(&h[(tl_u32)(c >> lv.sh2) & lv.dm2], 1u);
+      push = lv.push;
     }
   }
+  const tl_u32 me = __ballot_sync(kTlFull, emit), mp = __ballot_sync(kTlFull, push);
+  if ((me | mp) == 0u) return;
+  const int lane = threadIdx.x & 31;
+  const tl_u32 lt = (1u << lane) - 1u;
+  tl_u32 b = 0;
+  if (lane == 0 && me) b = atomicAdd(&ctl->n_emit, (tl_u32)__popc(me));
+  if (lane == 1 && mp) b = atomicAdd(&ctl->n_push, (tl_u32)__popc(mp));
+  const tl_u32 se = __shfl_sync(kTlFull, b, 0) + (tl_u32)__popc(me & lt);
+  const tl_u32 sp = __shfl_sync(kTlFull, b, 1) + (tl_u32)__popc(mp & lt);
+  if (emit && se < list_cap) list[se] = c;
+  if (push && sp < buf_cap) buf[sp] = c;
 }
 
-// Classifies the keys flagged in `valid` at level lv (see TlLevel) and writes the survivors and candidates.
-// Warp-uniform.
+// Classifies the keys flagged in `valid` (E a lane) at level lv and writes the survivors and candidates: the keys
+// that matter (in the level's set, digit at or above the boundary) one a lane a round, as many rounds as the lane
+// with the most. They are few in a pass (a round or two), where a classification of all E keys at once cost E
+// times the work. Warp-uniform.
 template <int E>
 __device__ __forceinline__ void tl_consume(const tl_u64 (&c)[E], tl_u32 valid, const TlLevel& lv, tl_u32* h,
                                            TlCtl* ctl, tl_u64* list, tl_u32 list_cap, tl_u64* buf, tl_u32 buf_cap) {
-  tl_u32 emit = 0, push = 0;
 #pragma unroll
-  for (int i = 0; i < E; ++i) {
-    if (((valid >> i) & 1u) && (c[i] & lv.pm) == lv.pp) {
-      const tl_u32 d = (tl_u32)(c[i] >> lv.sh) & lv.dm;
-      if (d > lv.b) {
-        emit |= 1u << i;
-      } else if (d == lv.b) {
-        if (lv.take) {
-          emit |= 1u << i;
-        } else {
-          atomicAdd(&h[(tl_u32)(c[i] >> lv.sh2) & lv.dm2], 1u);
-          if (lv.push) push |= 1u << i;
-        }
-      }
-    }
+  for (int i = 0; i < E; ++i)   // only keys of the level's set with a digit at or above the boundary matter
+    if ((c[i] & lv.pm) != lv.pp || ((tl_u32)(c[i] >> lv.sh) & lv.dm) < lv.b) valid &= ~(1u << i);
+  while (__any_sync(kTlFull, valid != 0u)) {
+    const int i = valid ? __ffs(valid) - 1 : 0;
+    const bool v = valid != 0u;
+    valid &= valid - 1u;
+    tl_u64 x = c[0];
+#pragma unroll
+    for (int j = 1; j < E; ++j)
+      if (i == j) x = c[j];
+    tl_classify1(x, v, lv, h, ctl, list, list_cap, buf, buf_cap);
   }
-  tl_write<E>(c, emit, push, ctl, list, list_cap, buf, buf_cap);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -572,15 +571,16 @@ __device__ __noinline__ void tl_scan_slice(int n, int dn, const float* __restric
       tl_scan_direct(direct, pg, p0, lo, lv, h, ctl, list, list_cap, buf, buf_cap);
     }
     __syncthreads();
-    // (3) the positions hl[0, nh): each warp takes 4 x 32 consecutive entries; warps past the end skip.
+    // (3) the positions hl[0, nh): warp w takes the 32 entries from 32 w and those NT, 2 NT and 3 NT on (4 loads
+    // in flight a lane), so a short list is spread over all the warps.
     const int nh = ctl->n_hits < (tl_u32)(kTlHits / 2) ? (int)ctl->n_hits : kTlHits / 2;
     const tl_u32* hp = hl;
-    for (int base = warp * 128; base < nh; base += 4 * NT) {
+    for (int base = warp * 32; base < nh; base += 4 * NT) {
       tl_u32 pos[4];
       float x[4];
 #pragma unroll
       for (int g = 0; g < 4; ++g) {
-        const int j = base + g * 32 + lane;
+        const int j = base + g * NT + lane;
         pos[g] = j < nh ? hp[j] : 0u;
         x[g] = j < nh ? __ldg(pg + pos[g]) : 0.0f;
       }
@@ -589,7 +589,7 @@ __device__ __noinline__ void tl_scan_slice(int n, int dn, const float* __restric
 #pragma unroll
       for (int g = 0; g < 4; ++g) {
         c[g] = tl_ckey(tl_order_key(x[g]), (tl_u32)lo + pos[g]);
-        if (base + g * 32 + lane < nh) valid |= 1u << g;
+        if (base + g * NT + lane < nh) valid |= 1u << g;
       }
       tl_consume<4>(c, valid, lv, h, ctl, list, list_cap, buf, buf_cap);
     }
@@ -623,14 +623,14 @@ __device__ __noinline__ void tl_scan_slice(int n, int dn, const float* __restric
 template <int NT>
 __device__ __noinline__ void tl_scan_buffer(int sn, const tl_u64* buf, const TlLevel lv, tl_u32* h, TlCtl* ctl,
                                             tl_u64* list, tl_u32 list_cap) {
-  // Each warp takes 4 x 32 consecutive entries, so the warps past the end of a short buffer skip.
+  // Warp w takes the 32 entries from 32 w and those NT, 2 NT and 3 NT on: a short buffer is spread over all warps.
   const int lane = (int)threadIdx.x & 31;
-  for (int base = ((int)threadIdx.x >> 5) * 128; base < sn; base += 4 * NT) {
+  for (int base = ((int)threadIdx.x >> 5) * 32; base < sn; base += 4 * NT) {
     tl_u64 c[4];
     tl_u32 valid = 0;
 #pragma unroll
     for (int g = 0; g < 4; ++g) {
-      const int p = base + g * 32 + lane;
+      const int p = base + g * NT + lane;
       c[g] = p < sn ? buf[p] : 0ull;
       if (p < sn) valid |= 1u << g;
     }
