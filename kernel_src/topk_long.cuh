@@ -108,7 +108,9 @@ __device__ __forceinline__ tl_u32 tl_cluster_size() {
 // data through shared memory only, so the release is a fence restricted to this block's shared memory at cluster
 // scope (MEMBAR.ALL.CTA) before a relaxed arrive; the default release arrive is a GPU-wide fence (MEMBAR.ALL.GPU,
 // which waits for every global access in flight) and cost ~2.3 us a row on H100 with its five barriers. wait keeps
-// its default acquire semantics. Every thread of every block must call them, in uniform control flow.
+// its default acquire semantics. A block's reads of the others' shared memory are all consumed (summed, or stored
+// to its own shared memory) before it arrives, so they have completed when the others pass their wait and
+// overwrite. Every thread of every block must call them, in uniform control flow.
 __device__ __forceinline__ void tl_cluster_arrive() {
 #if __CUDA_ARCH__ >= 900
   asm volatile("fence.release.sync_restrict::shared::cta.cluster;\n\tbarrier.cluster.arrive.relaxed.aligned;" ::: "memory");
