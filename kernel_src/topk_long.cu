@@ -109,6 +109,7 @@ __global__ void __launch_bounds__(NT)
       lv.dm2 = level < kTlLevels ? tl_dmask(level + 1) : 0u;
       lv.push = !lv.take && !in_buf && mine <= (tl_u32)cap;
       lv.flo = (tl_u32)(lv.pp >> 32) | (level <= 3 ? bin << (sh - 32) : 0u);
+      lv.fhi = (tl_u32)(lv.pp >> 32) | ~(tl_u32)(lv.pm >> 32);   // the largest order key with the set's digits
       tl_u32* hn = hist + ((level + 1) & 1) * kTlBins;   // the next digit's histogram (zero)
       if (in_buf)
         tl_scan_buffer<NT>(sn, buf, lv, hn, ctl, list, (tl_u32)SP);

@@ -263,12 +263,12 @@ __device__ __forceinline__ void tl_chunk_sums(tl_u32* h, tl_u32* h2, bool fold, 
 // digits of the levels before it equal their boundary digits). Of the set, those with a digit above `b` are
 // survivors (emitted to the block's list); those with the digit equal to b are the boundary: all emitted when
 // `take` (the boundary holds exactly what is still needed), else counted by their next digit into `h` and,
-// with `push`, appended to the candidate buffer. flo is a lower bound of the order key of every element the
-// level emits or counts (used to skip the rest cheaply).
+// with `push`, appended to the candidate buffer. [flo, fhi] holds the order key of every element the level emits
+// or counts (used to skip the rest cheaply).
 // ---------------------------------------------------------------------------------------------------------
 struct TlLevel {
   tl_u64 pm, pp;
-  tl_u32 b, dm, dm2, flo;
+  tl_u32 b, dm, dm2, flo, fhi;
   int sh, sh2;
   bool take, push;
 };
@@ -337,6 +337,26 @@ __device__ __forceinline__ void tl_consume(const tl_u64 (&c)[E], tl_u32 valid, c
     for (int j = 1; j < E; ++j)
       if (i == j) x = c[j];
     tl_classify1(x, v, lv, h, ctl, list, list_cap, buf, buf_cap);
+  }
+}
+
+// The keys of a lane's two groups of 4 positions (order keys key[0..8): key i at column col0 + (i >> 2) * 4 * NT +
+// (i & 3)) flagged in `hit`, classified at level lv one a lane a round; the composite key is built for those only.
+// Warp-uniform.
+template <int NT>
+__device__ __forceinline__ void tl_consume_keys(const tl_u32 (&key)[8], tl_u32 hit, tl_u32 col0, const TlLevel& lv,
+                                                tl_u32* h, TlCtl* ctl, tl_u64* list, tl_u32 list_cap, tl_u64* buf,
+                                                tl_u32 buf_cap) {
+  while (__any_sync(kTlFull, hit != 0u)) {
+    const int i = hit ? __ffs(hit) - 1 : 0;
+    const bool v = hit != 0u;
+    hit &= hit - 1u;
+    tl_u32 x = key[0];
+#pragma unroll
+    for (int j = 1; j < 8; ++j)
+      if (i == j) x = key[j];
+    const tl_u32 col = col0 + (tl_u32)((i >> 2) * 4 * NT + (i & 3));
+    tl_classify1(tl_ckey(x, col), v, lv, h, ctl, list, list_cap, buf, buf_cap);
   }
 }
 
@@ -506,13 +526,8 @@ __device__ __noinline__ void tl_scan_slice(int n, int dn, const float* __restric
       tl_u32 hit = 0;
 #pragma unroll
       for (int i = 0; i < 8; ++i)
-        if (key[i] >= lv.flo && base + ((i >> 2) * NT + tid) * 4 + (i & 3) < dn) hit |= 1u << i;
-      if (__any_sync(kTlFull, hit != 0u)) {
-        tl_u64 c[8];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) c[i] = tl_ckey(key[i], (tl_u32)(lo + base + ((i >> 2) * NT + tid) * 4 + (i & 3)));
-        tl_consume<8>(c, hit, lv, h, ctl, list, list_cap, buf, buf_cap);
-      }
+        if (key[i] >= lv.flo && key[i] <= lv.fhi && base + ((i >> 2) * NT + tid) * 4 + (i & 3) < dn) hit |= 1u << i;
+      tl_consume_keys<NT>(key, hit, (tl_u32)(lo + base + tid * 4), lv, h, ctl, list, list_cap, buf, buf_cap);
     }
   } else {
     // 8 16-bit keys per thread: positions base + tid * 8 + e. An element that may qualify is re-read from global
@@ -608,15 +623,9 @@ __device__ __noinline__ void tl_scan_slice(int n, int dn, const float* __restric
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         key[i] = tl_order_key(v[i]);
-        if (key[i] >= lv.flo && base + ((i >> 2) * NT + tid) * 4 + (i & 3) < nr) hit |= 1u << i;
+        if (key[i] >= lv.flo && key[i] <= lv.fhi && base + ((i >> 2) * NT + tid) * 4 + (i & 3) < nr) hit |= 1u << i;
       }
-      if (__any_sync(kTlFull, hit != 0u)) {
-        tl_u64 c[8];
-#pragma unroll
-        for (int i = 0; i < 8; ++i)
-          c[i] = tl_ckey(key[i], (tl_u32)(lo + dn + base + ((i >> 2) * NT + tid) * 4 + (i & 3)));
-        tl_consume<8>(c, hit, lv, h, ctl, list, list_cap, buf, buf_cap);
-      }
+      tl_consume_keys<NT>(key, hit, (tl_u32)(lo + dn + base + tid * 4), lv, h, ctl, list, list_cap, buf, buf_cap);
     }
   }
 }
