@@ -318,46 +318,49 @@ __device__ __forceinline__ void tl_classify1(tl_u64 c, bool valid, const TlLevel
   if (push && sp < buf_cap) buf[sp] = c;
 }
 
-// Classifies the keys flagged in `valid` (E a lane) at level lv and writes the survivors and candidates: the keys
-// that matter (in the level's set, digit at or above the boundary) one a lane a round, as many rounds as the lane
-// with the most. They are few in a pass (a round or two), where a classification of all E keys at once cost E
-// times the work. Warp-uniform.
-template <int E>
-__device__ __forceinline__ void tl_consume(const tl_u64 (&c)[E], tl_u32 valid, const TlLevel& lv, tl_u32* h,
-                                           TlCtl* ctl, tl_u64* list, tl_u32 list_cap, tl_u64* buf, tl_u32 buf_cap) {
+// a[i] for a lane's own i (a select chain: a dynamic index would put the array in local memory).
+template <int E, typename T>
+__device__ __forceinline__ T tl_pick(const T (&a)[E], int i) {
+  T x = a[0];
 #pragma unroll
-  for (int i = 0; i < E; ++i)   // only keys of the level's set with a digit at or above the boundary matter
-    if ((c[i] & lv.pm) != lv.pp || ((tl_u32)(c[i] >> lv.sh) & lv.dm) < lv.b) valid &= ~(1u << i);
+  for (int j = 1; j < E; ++j)
+    if (i == j) x = a[j];
+  return x;
+}
+
+// The keys flagged in `valid` classified at level lv one a lane a round (the lane's lowest flagged, its composite
+// key from key_of(i)), as many rounds as the lane with the most. A pass flags few keys (a round or two), where a
+// classification of all of a lane's keys at once cost that many times the work. Warp-uniform.
+template <typename KeyOf>
+__device__ __forceinline__ void tl_rounds(tl_u32 valid, KeyOf key_of, const TlLevel& lv, tl_u32* h, TlCtl* ctl,
+                                          tl_u64* list, tl_u32 list_cap, tl_u64* buf, tl_u32 buf_cap) {
   while (__any_sync(kTlFull, valid != 0u)) {
     const int i = valid ? __ffs(valid) - 1 : 0;
     const bool v = valid != 0u;
     valid &= valid - 1u;
-    tl_u64 x = c[0];
-#pragma unroll
-    for (int j = 1; j < E; ++j)
-      if (i == j) x = c[j];
-    tl_classify1(x, v, lv, h, ctl, list, list_cap, buf, buf_cap);
+    tl_classify1(key_of(i), v, lv, h, ctl, list, list_cap, buf, buf_cap);
   }
 }
 
-// The keys of a lane's two groups of 4 positions (order keys key[0..8): key i at column col0 + (i >> 2) * 4 * NT +
-// (i & 3)) flagged in `hit`, classified at level lv one a lane a round; the composite key is built for those only.
-// Warp-uniform.
+// Composite keys c[0..E) flagged in `valid`: those that matter (in the level's set, digit at or above the
+// boundary) classified at level lv (tl_rounds). Warp-uniform.
+template <int E>
+__device__ __forceinline__ void tl_consume(const tl_u64 (&c)[E], tl_u32 valid, const TlLevel& lv, tl_u32* h,
+                                           TlCtl* ctl, tl_u64* list, tl_u32 list_cap, tl_u64* buf, tl_u32 buf_cap) {
+#pragma unroll
+  for (int i = 0; i < E; ++i)
+    if ((c[i] & lv.pm) != lv.pp || ((tl_u32)(c[i] >> lv.sh) & lv.dm) < lv.b) valid &= ~(1u << i);
+  tl_rounds(valid, [&](int i) { return tl_pick(c, i); }, lv, h, ctl, list, list_cap, buf, buf_cap);
+}
+
+// Order keys of a lane's two groups of 4 positions (key i at column col0 + (i >> 2) * 4 * NT + (i & 3)) flagged
+// in `hit`, classified at level lv (tl_rounds); the composite key is built for those only. Warp-uniform.
 template <int NT>
 __device__ __forceinline__ void tl_consume_keys(const tl_u32 (&key)[8], tl_u32 hit, tl_u32 col0, const TlLevel& lv,
                                                 tl_u32* h, TlCtl* ctl, tl_u64* list, tl_u32 list_cap, tl_u64* buf,
                                                 tl_u32 buf_cap) {
-  while (__any_sync(kTlFull, hit != 0u)) {
-    const int i = hit ? __ffs(hit) - 1 : 0;
-    const bool v = hit != 0u;
-    hit &= hit - 1u;
-    tl_u32 x = key[0];
-#pragma unroll
-    for (int j = 1; j < 8; ++j)
-      if (i == j) x = key[j];
-    const tl_u32 col = col0 + (tl_u32)((i >> 2) * 4 * NT + (i & 3));
-    tl_classify1(tl_ckey(x, col), v, lv, h, ctl, list, list_cap, buf, buf_cap);
-  }
+  tl_rounds(hit, [&](int i) { return tl_ckey(tl_pick(key, i), col0 + (tl_u32)((i >> 2) * 4 * NT + (i & 3))); }, lv, h,
+            ctl, list, list_cap, buf, buf_cap);
 }
 
 // ---------------------------------------------------------------------------------------------------------
