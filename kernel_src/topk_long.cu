@@ -50,7 +50,7 @@ namespace dsv4 {
 // 32-bit cached keys, 0 for 16-bit. Dynamic shared memory: kTlCtlBytes + 2 * kTlBins * 4 + max(KP, 64) * 8 +
 // the pool: roundup(dense_n, 8) * (wide ? 4 : 2) bytes of cache, with 16-bit keys kTlHits * 4 bytes of hit
 // list, then cap * 8 bytes of candidates; the pool holds at least 4 * kTlRankSortMax bytes (the counting
-// sort's scratch) and, with CL > 1, 12 * KP bytes (the copied lists and the ranks).
+// sort's scratch) and, with CL > 1, 16 * KP bytes (the copied lists, then the ranks or the bucket scatter).
 template <int KP, int NT>
 __global__ void __launch_bounds__(NT)
     topk_long(const float* __restrict__ scores, i64 rows, int cols, i64 row_stride, int k,
@@ -130,13 +130,13 @@ __global__ void __launch_bounds__(NT)
       __syncthreads();
     }
 
-    // ---- final: place the survivors (sorted lists and binary searches, or counting: kTlCountPer) ----
+    // ---- final: place the survivors (one block: sort its list; a cluster: counting or buckets) ----
     const int nr = (int)ctl->n_emit < SP ? (int)ctl->n_emit : SP;
     float* ov = out_values + row * (i64)k;
     int* oi = out_indices + row * (i64)k;
     const bool counting = cl > 1 && (tl_u64)k * (tl_u64)k <= (tl_u64)cl * NT * kTlCountPer;
-    if (!counting) tl_sort_list<NT>(list, nr, pool);
     if (cl == 1) {
+      tl_sort_list<NT>(list, nr, pool);
       for (int i = tid; i < nr; i += NT) {
         const tl_u64 c = list[i];
         oi[i] = (int)tl_ckey_col(c);
@@ -145,10 +145,10 @@ __global__ void __launch_bounds__(NT)
       __syncthreads();   // list and ctl are reused by the next row
       continue;
     }
-    tl_sync(cl);   // every block's list (sorted unless counting) and its count are final
+    tl_sync(cl);   // every block's list and its count are final
     if (warp == 0) {
-      tl_u32 v = 0u;   // sorting: this block's own list is searched in place, not copied (count 0)
-      if (lane < cl) v = lane == rank ? (counting ? ctl->n_emit : 0u) : *tl_peer(&ctl->n_emit, (tl_u32)lane);
+      tl_u32 v = 0u;
+      if (lane < cl) v = lane == rank ? ctl->n_emit : *tl_peer(&ctl->n_emit, (tl_u32)lane);
       tl_u32 incl = v;
 #pragma unroll
       for (int d = 1; d < 32; d <<= 1) {
@@ -158,10 +158,11 @@ __global__ void __launch_bounds__(NT)
       if (lane < kTlMaxCluster) ctl->counts[lane] = v, ctl->offs[lane] = incl - v;
     }
     __syncthreads();
-    // Copy the lists, concatenated in rank order, to the pool (this block's own too when counting): wpl warps
-    // per list, 4 remote loads in flight per thread.
+    // Copy the lists, this block's own too, concatenated in rank order, to the pool: wpl warps per list, 4 remote
+    // loads in flight per thread.
     tl_u64* copies = reinterpret_cast<tl_u64*>(pool);
-    tl_u32* ranks = reinterpret_cast<tl_u32*>(pool + 8 * KP);
+    tl_u32* ranks = reinterpret_cast<tl_u32*>(pool + 8 * KP);   // counting
+    tl_u64* scat = reinterpret_cast<tl_u64*>(pool + 8 * KP);    // buckets
     int total = 0;
     {
       constexpr int NW = NT / 32;
@@ -169,7 +170,7 @@ __global__ void __launch_bounds__(NT)
       for (int w = warp; w < cl * wpl; w += NW) {
         const int c = w % cl, sub = w / cl;
         const int cnt_c = (int)ctl->counts[c], off = (int)ctl->offs[c];
-        if (cnt_c == 0 || off + cnt_c > KP) continue;   // an empty list (or own, sorting); the guard: memory only
+        if (cnt_c == 0 || off + cnt_c > KP) continue;   // an empty list; the guard: memory only
         const tl_u64* src = tl_peer(list, (tl_u32)c);
         for (int j0 = sub * 32 + lane; j0 < cnt_c; j0 += 4 * wpl * 32) {
           tl_u64 v[4];
@@ -188,31 +189,28 @@ __global__ void __launch_bounds__(NT)
       total = (int)(ctl->offs[cl - 1] + ctl->counts[cl - 1]);
       if (total > KP) total = KP;   // the guard: memory only (the counts sum to k)
     }
-    for (int i = tid; i < nr; i += NT) ranks[i] = counting ? 0u : (tl_u32)i;
+    if (counting)
+      for (int i = tid; i < nr; i += NT) ranks[i] = 0u;
     tl_cluster_arrive();   // done reading the other blocks' shared memory for this row
     pending = true;
     __syncthreads();
     if (counting) {
       // slot = the number of larger keys among all the cluster's survivors (own list included).
       tl_count_ranks<NT>(list, nr, copies, total, ranks);
+      __syncthreads();
+      for (int i = tid; i < nr; i += NT) {
+        const tl_u64 c = list[i];
+        const tl_u32 slot = ranks[i];
+        if (slot < (tl_u32)k) {
+          oi[slot] = (int)tl_ckey_col(c);
+          ov[slot] = tl_value(c, prow);
+        }
+      }
     } else {
-      // slot = own position + the larger keys in every other list: one thread per (survivor, list).
-      for (int p = tid; p < nr * cl; p += NT) {
-        const int i = p % nr, c = p / nr;
-        const tl_u32 cnt_c = ctl->counts[c];
-        if (cnt_c == 0u || ctl->offs[c] + cnt_c > (tl_u32)KP) continue;   // own list (count 0 here), empty; guard
-        const tl_u32 gt = tl_count_greater(copies + ctl->offs[c], cnt_c, list[i]);
-        if (gt) atomicAdd(&ranks[i], gt);
-      }
-    }
-    __syncthreads();
-    for (int i = tid; i < nr; i += NT) {
-      const tl_u64 c = list[i];
-      const tl_u32 slot = ranks[i];
-      if (slot < (tl_u32)k) {
-        oi[slot] = (int)tl_ckey_col(c);
-        ov[slot] = tl_value(c, prow);
-      }
+      // slot = the number of larger keys among all: buckets over the copies (own list at offs[rank]).
+      const int own_n = (int)ctl->offs[rank] + (int)ctl->counts[rank] <= total ? (int)ctl->counts[rank] : 0;
+      tl_bucket_place<NT, KP>(copies, total, copies + ctl->offs[rank], own_n, scat, hist,
+                              reinterpret_cast<tl_u64*>(ctl->sums[0]), ov, oi, prow, k, cl, rank);
     }
     __syncthreads();   // list, pool and ctl are reused by the next row
   }

@@ -30,6 +30,9 @@ constexpr int kTlRankSortMax = 256;           // survivor lists up to this long 
 // others. (The single row of 131072 at k = 512, clusters of 16: 16.8 -> 16.3 us on H100. At 64 rows, k = 512,
 // clusters of 2 - 256 compares a thread - counting was slower than sorting: 28.9 against 26.5 us.)
 constexpr int kTlCountPer = 32;
+// The bucket placement of a cluster's survivors (tl_bucket_place) compares the keys of a bucket one by one up to
+// this many in a bucket; past it, every block sorts all the keys.
+constexpr int kTlBucketMax = 64;
 constexpr tl_u32 kTlFull = 0xffffffffu;
 
 // floor(log2(X)) at compile time.
@@ -775,12 +778,115 @@ __device__ __forceinline__ void tl_sort_list(tl_u64* s, int nr, unsigned char* s
   }
 }
 
-// The number of keys greater than x in the descending list l[0..n) (binary lifting).
-__device__ __forceinline__ tl_u32 tl_count_greater(const tl_u64* l, tl_u32 n, tl_u64 x) {
-  tl_u32 pos = 0;
-  for (tl_u32 step = n ? 1u << (31 - __clz(n)) : 0u; step; step >>= 1)
-    if (pos + step <= n && l[pos + step - 1] > x) pos += step;
-  return pos;
+// The final placement of a cluster's survivors when k is large for the cluster (not kTlCountPer): every block
+// holds all `total` survivors of the row (distinct composite keys, `all`) and writes those of its own (own[0..nown),
+// a part of `all`) to their output slots, the slot being the number of larger keys among all. A bucket sort of the
+// keys by where they sit between the smallest and the largest (NB = max(KP, NT) buckets, (c - min) >> shift: a
+// larger key never lands in a lower bucket) gives each key the count of the buckets above its own; the keys of its
+// own bucket are then compared one by one. Integer counts and a scatter whose order within a bucket does not matter
+// (only the count of larger keys is read): the same slots on every run. Random rows put a key or two in a bucket.
+// Keys crowded in a narrow band of a wide range (ties among a few far larger values) would share one: when a
+// bucket holds more than kTlBucketMax keys, every block sorts all the keys instead (bitonic, as a single block
+// does) and writes the slots s with s % cl == rank.
+// scat: KP entries of shared scratch; bh: NB counters; red: 2 * NT / 32 words of 8 bytes (shared). Block-uniform;
+// synchronises the block (the caller before: `all` complete).
+template <int NT, int KP>
+__device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, const tl_u64* own, int nown, tl_u64* scat,
+                                             tl_u32* bh, tl_u64* red, float* __restrict__ ov, int* __restrict__ oi,
+                                             const float* __restrict__ prow, int k, int cl, int rank) {
+  constexpr int NW = NT / 32, NB = KP > NT ? KP : NT, PER = NB / NT, LOGNB = TlLog2<NB>::value;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // The smallest and largest key.
+  tl_u64 mn = ~0ull, mx = 0ull;
+  for (int i = tid; i < total; i += NT) {
+    const tl_u64 c = all[i];
+    mn = c < mn ? c : mn;
+    mx = c > mx ? c : mx;
+  }
+#pragma unroll
+  for (int d = 16; d >= 1; d >>= 1) {
+    const tl_u64 a = __shfl_xor_sync(kTlFull, mn, d), b = __shfl_xor_sync(kTlFull, mx, d);
+    mn = a < mn ? a : mn;
+    mx = b > mx ? b : mx;
+  }
+  if (lane == 0) red[warp] = mn, red[NW + warp] = mx;
+  for (int b = tid; b < NB; b += NT) bh[b] = 0u;
+  __syncthreads();
+  mn = ~0ull, mx = 0ull;
+#pragma unroll
+  for (int w = 0; w < NW; ++w) {
+    mn = red[w] < mn ? red[w] : mn;
+    mx = red[NW + w] > mx ? red[NW + w] : mx;
+  }
+  const tl_u64 range = mx - mn;   // total >= 1: mn <= mx
+  const tl_u32 hi = (tl_u32)(range >> 32), lo = (tl_u32)range;
+  const int bits = hi ? 64 - __clz(hi) : lo ? 32 - __clz(lo) : 0;   // range < 2^bits
+  const int shift = bits > LOGNB ? bits - LOGNB : 0;                 // (c - mn) >> shift < NB
+  // Histogram of the buckets.
+  for (int i = tid; i < total; i += NT) atomicAdd(&bh[(tl_u32)((all[i] - mn) >> shift)], 1u);
+  __syncthreads();
+  // bh[b] = the keys in the buckets above b: thread t takes the PER buckets from the top down at t * PER.
+  tl_u32 cnt[PER], run = 0, most = 0;
+#pragma unroll
+  for (int u = 0; u < PER; ++u) {
+    cnt[u] = bh[NB - 1 - (tid * PER + u)], run += cnt[u];
+    most = cnt[u] > most ? cnt[u] : most;
+  }
+#pragma unroll
+  for (int d = 16; d >= 1; d >>= 1) {
+    const tl_u32 y = __shfl_xor_sync(kTlFull, most, d);
+    most = y > most ? y : most;
+  }
+  tl_u32 incl = run;
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const tl_u32 y = __shfl_up_sync(kTlFull, incl, d);
+    if (lane >= d) incl += y;
+  }
+  tl_u32* wsum = reinterpret_cast<tl_u32*>(red);   // the minimum and maximum were read before the last barrier
+  if (lane == 31) wsum[warp] = incl, wsum[NW + warp] = most;
+  __syncthreads();
+  most = 0u;
+#pragma unroll
+  for (int w = 0; w < NW; ++w) most = wsum[NW + w] > most ? wsum[NW + w] : most;
+  if (most > (tl_u32)kTlBucketMax) {   // crowded: sort all the keys (block-uniform)
+    int m = 64;
+    while (m < total) m <<= 1;
+    for (int i = tid; i < m; i += NT) scat[i] = i < total ? all[i] : 0ull;   // (m <= KP: scat has room)
+    __syncthreads();
+    tl_sort_desc<NT>(scat, m);
+    for (int i = rank + cl * tid; i < total && i < k; i += cl * NT) {
+      const tl_u64 x = scat[i];
+      oi[i] = (int)tl_ckey_col(x);
+      ov[i] = tl_value(x, prow);
+    }
+    return;
+  }
+  tl_u32 above = incl - run;
+  for (int w = 0; w < warp; ++w) above += wsum[w];
+#pragma unroll
+  for (int u = 0; u < PER; ++u) bh[NB - 1 - (tid * PER + u)] = above, above += cnt[u];
+  __syncthreads();
+  // Scatter: bucket b's keys go to [bh[b], end); bh[b] ends as its end, which is the start of bucket b - 1.
+  for (int i = tid; i < total; i += NT) {
+    const tl_u64 c = all[i];
+    const tl_u32 p = atomicAdd(&bh[(tl_u32)((c - mn) >> shift)], 1u);
+    if (p < (tl_u32)total) scat[p] = c;   // (p < total always: the guard is for memory only)
+  }
+  __syncthreads();
+  // A key's slot: the keys of the buckets above (the start of its bucket = the end of the bucket above) plus the
+  // larger keys of its own bucket.
+  for (int j = tid; j < nown; j += NT) {
+    const tl_u64 x = own[j];
+    const tl_u32 b = (tl_u32)((x - mn) >> shift);
+    const tl_u32 start = b + 1 < (tl_u32)NB ? bh[b + 1] : 0u, end = bh[b];
+    tl_u32 slot = start;
+    for (tl_u32 q = start; q < end && q < (tl_u32)total; ++q) slot += scat[q] > x ? 1u : 0u;
+    if (slot < (tl_u32)k) {
+      oi[slot] = (int)tl_ckey_col(x);
+      ov[slot] = tl_value(x, prow);
+    }
+  }
 }
 
 }  // namespace dsv4

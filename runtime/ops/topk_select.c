@@ -82,7 +82,7 @@ dsv4_status dsv4_topk_long_plan_for(int64_t rows, int64_t cols, int32_t k, int s
   int cl = 1;
   if (wide)   /* one block per SM: split rows over clusters while the blocks still fit in one wave */
     while (2 * cl <= max_cluster && 2 * cl <= LONG_MAX_CLUSTER && rows * 2 * cl <= sm_count &&
-           cols >= (int64_t)LONG_MIN_SLICE * 2 * cl && avail >= 12 * (int64_t)kp)   /* pool: copies + ranks */
+           cols >= (int64_t)LONG_MIN_SLICE * 2 * cl && avail >= 16 * (int64_t)kp)   /* pool: copies + scatter */
       cl *= 2;
   const int64_t slice = ((cols + cl - 1) / cl + 3) / 4 * 4;
   /* The key cache and the candidate buffer share the pool. Wide-row blocks (one per SM) take all the shared
@@ -138,7 +138,7 @@ static int64_t long_pool_needed(const dsv4_topk_long_plan *s) {
   int64_t need = round8(s->dense) * (s->key_bits == 32 ? 4 : 2) + (hits ? LONG_HIT_BYTES : 0) +
                  8 * (int64_t)s->cand_cap;
   if (need < LONG_MIN_POOL) need = LONG_MIN_POOL;
-  if (s->cluster > 1 && need < 12 * (int64_t)s->kp) need = 12 * (int64_t)s->kp;
+  if (s->cluster > 1 && need < 16 * (int64_t)s->kp) need = 16 * (int64_t)s->kp;
   return need;
 }
 
