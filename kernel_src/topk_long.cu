@@ -10,7 +10,7 @@
 // Every element gets a composite key: its order key (float_order_key) above ~column. The keys are distinct
 // and their descending order is the output order, so the k survivors are the k largest composite keys: a radix
 // select over the composite key's digits (11 + 11 + 10 bits of the value, then 10 + 10 bits of ~column for
-// ties) finds them, and a sort of the survivors orders them. Nothing depends on the order in which threads
+// ties) finds them, and their output slots are counts of larger keys. Nothing depends on the order in which threads
 // append to a list: the result is the same bits on every run.
 //
 //   pass 1:  every block reads its slice from global memory once, keeps the order keys in shared memory (the
@@ -29,13 +29,13 @@
 //            re-read from global memory together for their low bits. When the boundary bin holds exactly the
 //            elements still needed it is taken whole and the select ends; it always ends by level 5 (a digit
 //            of ~column is unique within its set). Random rows end after level 2 or 3.
-//   final:   with CL > 1 every block copies the other blocks' lists of survivors. When k is small for the
-//            cluster (kTlCountPer) a survivor's output slot is the number of larger keys among all k (every
-//            list unsorted, its own included; counts summed with shared atomics: integers, exact); else every
-//            block first sorts its survivors (up to 256 by counting ranks, longer lists by a bitonic sort:
-//            64-key segments in registers, larger strides in shared memory) and a survivor's slot is its
-//            position in its own list plus the number of larger keys in each other list (binary searches, one
-//            thread per (survivor, list) pair). With CL = 1 the sorted list is the output.
+//   final:   with CL = 1 the block sorts its survivors (up to 256 by counting ranks, longer lists by a bitonic
+//            sort: 64-key segments in registers, larger strides in shared memory) and the sorted list is the
+//            output. With CL > 1 every block copies all the cluster's lists of survivors (its own too) and writes
+//            its own survivors to their slots, a slot being the number of larger keys among all k: when k is
+//            small for the cluster (kTlCountPer) by comparing with all k (counts summed with shared atomics:
+//            integers, exact), else by buckets over the k keys (tl_bucket_place; a crowded bucket makes every
+//            block sort all k and write every cl-th slot).
 //
 // Barriers per row: a few block barriers and one cluster barrier per level, one cluster barrier at the end;
 // none per chunk of data. No global scratch, no atomics outside shared memory, no inter-cluster communication:

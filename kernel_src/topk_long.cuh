@@ -1,5 +1,5 @@
 // Helpers of the long-row top-k (topk_long.cu): thread-block-cluster access, the histogram merge, the passes of
-// the radix select and the survivor sort. Compiled by NVRTC only; no host headers.
+// the radix select, the survivor sort and the placement. Compiled by NVRTC only; no host headers.
 //
 // Everything here is generic in NT (threads per block, a power of two in 64..1024). Names carry a tl_ prefix
 // so this header can sit beside topk.cuh in one translation unit. The cluster primitives (and the dynamic
@@ -26,9 +26,10 @@ constexpr int kTlHits = 4096;                 // positions a 16-bit-key pass col
 constexpr int kTlRankSortMax = 256;           // survivor lists up to this long are sorted by counting
 // The final phase of a cluster places its survivors by counting, their lists unsorted, when k * k <= cl * NT *
 // kTlCountPer: a block's expected list (k / cl) against all k is then kTlCountPer key compares a thread, and
-// cl * kTlCountPer <= 512 if one block holds them all. Else every block sorts its list and binary-searches the
-// others. (The single row of 131072 at k = 512, clusters of 16: 16.8 -> 16.3 us on H100. At 64 rows, k = 512,
-// clusters of 2 - 256 compares a thread - counting was slower than sorting: 28.9 against 26.5 us.)
+// cl * kTlCountPer <= 512 if one block holds them all. Else by buckets (tl_bucket_place). (The single row of
+// 131072 at k = 512, clusters of 16: 16.8 -> 16.3 us on H100 against sorted lists and binary searches, the form
+// before the buckets. At 64 rows, k = 512, clusters of 2 - 256 compares a thread - counting was slower than that
+// form: 28.9 against 26.5 us; the buckets then took those rows to 22.6 us.)
 constexpr int kTlCountPer = 32;
 // The bucket placement of a cluster's survivors (tl_bucket_place) compares the keys of a bucket one by one up to
 // this many in a bucket; past it, every block sorts all the keys.

@@ -270,8 +270,8 @@ static void test_row_loops(void** state) {
   report("row loops", c0, f0);
 }
 
-/* Large k: the bitonic sort of up to 4096 survivors and the cluster merge's binary searches over them, and the
- * placement by counting. */
+/* Large k: the bitonic sort of up to 4096 survivors (one block), the bucket placement over them (clusters; its
+ * crowded-bucket fallback on the tied rows), and the placement by counting. */
 static void test_large_k(void** state) {
   (void)state;
   const int c0 = g_cases, f0 = g_failures;
