@@ -853,7 +853,9 @@ __device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, const
   if (most > (tl_u32)kTlBucketMax) {   // crowded: sort all the keys (block-uniform)
     int m = 64;
     while (m < total) m <<= 1;
-    for (int i = tid; i < m; i += NT) scat[i] = i < total ? all[i] : 0ull;   // (m <= KP: scat has room)
+    // m <= KP, so scat has room: this path runs only when counting does not, which needs k > 64 (k * k > cl * NT *
+    // kTlCountPer with cl >= 2, NT >= 64), so KP >= 128 >= total.
+    for (int i = tid; i < m; i += NT) scat[i] = i < total ? all[i] : 0ull;
     __syncthreads();
     tl_sort_desc<NT>(scat, m);
     for (int i = rank + cl * tid; i < total && i < k; i += cl * NT) {
