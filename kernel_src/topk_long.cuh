@@ -117,7 +117,9 @@ __device__ __forceinline__ tl_u32 tl_cluster_size() {
 // overwrite. Every thread of every block must call them, in uniform control flow.
 __device__ __forceinline__ void tl_cluster_arrive() {
 #if __CUDA_ARCH__ >= 900
-  asm volatile("fence.release.sync_restrict::shared::cta.cluster;\n\tbarrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  asm volatile(
+      "fence.release.sync_restrict::shared::cta.cluster;\n\t"
+      "barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
 #else
   __syncthreads();
 #endif
@@ -162,7 +164,7 @@ struct TlCtl {
   tl_u32 n_push;                  // candidates in the buffer
   tl_u32 pad;
   tl_u32 n_hits;                  // positions in the hit list (16-bit-key passes)
-  tl_u32 counts[kTlMaxCluster];   // final phase: each block's survivor count (0 for this block when sorting)
+  tl_u32 counts[kTlMaxCluster];   // final phase: each block's survivor count
   tl_u32 offs[kTlMaxCluster];     // final phase: where each block's list starts among the copies
   tl_u32 sums[2][kTlChunks];      // chunk sums of the two histograms (read by the cluster)
 };
@@ -822,9 +824,10 @@ __device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, const
   const tl_u64 range = mx - mn;   // total >= 1: mn <= mx
   const tl_u32 hi = (tl_u32)(range >> 32), lo = (tl_u32)range;
   const int bits = hi ? 64 - __clz(hi) : lo ? 32 - __clz(lo) : 0;   // range < 2^bits
-  const int shift = bits > LOGNB ? bits - LOGNB : 0;                 // (c - mn) >> shift < NB
+  const int shift = bits > LOGNB ? bits - LOGNB : 0;
+  const auto bucket = [&](tl_u64 c) { return (tl_u32)((c - mn) >> shift); };   // < NB
   // Histogram of the buckets.
-  for (int i = tid; i < total; i += NT) atomicAdd(&bh[(tl_u32)((all[i] - mn) >> shift)], 1u);
+  for (int i = tid; i < total; i += NT) atomicAdd(&bh[bucket(all[i])], 1u);
   __syncthreads();
   // bh[b] = the keys in the buckets above b: thread t takes the PER buckets from the top down at t * PER.
   tl_u32 cnt[PER], run = 0, most = 0;
@@ -873,7 +876,7 @@ __device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, const
   // Scatter: bucket b's keys go to [bh[b], end); bh[b] ends as its end, which is the start of bucket b - 1.
   for (int i = tid; i < total; i += NT) {
     const tl_u64 c = all[i];
-    const tl_u32 p = atomicAdd(&bh[(tl_u32)((c - mn) >> shift)], 1u);
+    const tl_u32 p = atomicAdd(&bh[bucket(c)], 1u);
     if (p < (tl_u32)total) scat[p] = c;   // (p < total always: the guard is for memory only)
   }
   __syncthreads();
@@ -881,7 +884,7 @@ __device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, const
   // larger keys of its own bucket.
   for (int j = tid; j < nown; j += NT) {
     const tl_u64 x = own[j];
-    const tl_u32 b = (tl_u32)((x - mn) >> shift);
+    const tl_u32 b = bucket(x);
     const tl_u32 start = b + 1 < (tl_u32)NB ? bh[b + 1] : 0u, end = bh[b];
     tl_u32 slot = start;
     for (tl_u32 q = start; q < end && q < (tl_u32)total; ++q) slot += scat[q] > x ? 1u : 0u;
