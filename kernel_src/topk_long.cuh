@@ -491,23 +491,41 @@ __device__ __forceinline__ void tl_scan_direct(tl_u32 direct, const float* __res
   tl_consume<8>(c, direct, lv, h, ctl, list, list_cap, buf, buf_cap);
 }
 
-// One iteration of the group scan of a 16-bit-key pass (tl_scan_slice): this thread's 8 keys at base + tid * 8
-// tested together; the warp's groups that may hold a key >= f16 appended to gseg (the warp's part of the list,
-// kseg entries; ng: its count, warp-uniform). false (nothing appended) when they do not all fit. TAIL: the
-// iteration may reach past dn.
-template <int NT, bool TAIL>
-__device__ __forceinline__ bool tl_group_step(const unsigned char* cache, int base, int dn, tl_u32 f16, tl_u32 fm1,
-                                              tl_u32 lt, tl_u32* gseg, int kseg, int& ng) {
-  const int p0 = base + (int)threadIdx.x * 8;
-  uint4 q = make_uint4(0u, 0u, 0u, 0u);
-  if (!TAIL || p0 < dn) q = *reinterpret_cast<const uint4*>(cache + 2 * p0);
-  const tl_u32 m = tl_vmax16(tl_vmax16(tl_vmax16(q.x, q.y), tl_vmax16(q.z, q.w)), fm1);
-  const bool maybe = (!TAIL || p0 < dn) && (f16 == 0u || m != fm1);   // garbage past dn: only a false "maybe"
-  const tl_u32 ball = __ballot_sync(kTlFull, maybe);
-  const int nn = ng + __popc(ball);
+// U iterations of the group scan of a 16-bit-key pass (tl_scan_slice), base, base + 8 * NT, ...: this thread's 8
+// keys at base + u * 8 * NT + tid * 8 tested together; the warp's groups that may hold a key >= f16 appended to
+// gseg in iteration order (the warp's part of the list, kseg entries; ng: its count, warp-uniform). false
+// (nothing appended) when they do not all fit. The U loads are issued before any is tested and the U ballots
+// before any append: one shared-memory round trip and one ballot chain for U iterations, where a loop of single
+// iterations waited for each (16 iterations a block at 64 rows of 131072). TAIL (U = 1): the iteration may reach
+// past dn.
+template <int NT, int U, bool TAIL>
+__device__ __forceinline__ bool tl_group_steps(const unsigned char* cache, int base, int dn, tl_u32 f16, tl_u32 fm1,
+                                               tl_u32 lt, tl_u32* gseg, int kseg, int& ng) {
+  static_assert(!TAIL || U == 1, "a tail is one iteration");
+  uint4 q[U];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int p0 = base + u * 8 * NT + (int)threadIdx.x * 8;
+    q[u] = make_uint4(0u, 0u, 0u, 0u);
+    if (!TAIL || p0 < dn) q[u] = *reinterpret_cast<const uint4*>(cache + 2 * p0);
+  }
+  tl_u32 ball[U];
+  bool maybe[U];
+  int nn = ng;
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int p0 = base + u * 8 * NT + (int)threadIdx.x * 8;
+    const tl_u32 m = tl_vmax16(tl_vmax16(tl_vmax16(q[u].x, q[u].y), tl_vmax16(q[u].z, q[u].w)), fm1);
+    maybe[u] = (!TAIL || p0 < dn) && (f16 == 0u || m != fm1);   // garbage past dn: only a false "maybe"
+    ball[u] = __ballot_sync(kTlFull, maybe[u]);
+    nn += __popc(ball[u]);
+  }
   if (nn > kseg) return false;
-  if (maybe) gseg[ng + __popc(ball & lt)] = (tl_u32)p0;
-  ng = nn;
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    if (maybe[u]) gseg[ng + __popc(ball[u] & lt)] = (tl_u32)(base + u * 8 * NT + (int)threadIdx.x * 8);
+    ng += __popc(ball[u]);
+  }
   return true;
 }
 
@@ -557,11 +575,22 @@ __device__ __noinline__ void tl_scan_slice(int n, int dn, const float* __restric
     int ng = 0;                                     // groups in gseg (warp-uniform)
     int ov = dn;                                    // where the warp's part of the list ran full
     const int dfull = dn / (8 * NT) * (8 * NT);     // whole iterations: no bounds checks
+    constexpr int kGroupBatch = 4;                  // iterations a tl_group_steps call
     int base = 0;
-#pragma unroll 2
-    for (; base < dfull; base += 8 * NT)
-      if (!tl_group_step<NT, false>(cache, base, dn, f16, fm1, lt, gseg, kSeg, ng)) break;
-    if (base < dfull || (base < dn && !tl_group_step<NT, true>(cache, base, dn, f16, fm1, lt, gseg, kSeg, ng)))
+    bool full = false;                              // the warp's part of the list ran full at `base`
+    while (!full && base + kGroupBatch * 8 * NT <= dfull) {
+      if (tl_group_steps<NT, kGroupBatch, false>(cache, base, dn, f16, fm1, lt, gseg, kSeg, ng))
+        base += kGroupBatch * 8 * NT;
+      else
+        full = true;
+    }
+    while (!full && base < dfull) {
+      if (tl_group_steps<NT, 1, false>(cache, base, dn, f16, fm1, lt, gseg, kSeg, ng))
+        base += 8 * NT;
+      else
+        full = true;
+    }
+    if (full || (base < dn && !tl_group_steps<NT, 1, true>(cache, base, dn, f16, fm1, lt, gseg, kSeg, ng)))
       ov = base;   // this iteration and the rest go the slow way (below)
     __syncwarp();
     // (2) this warp's groups, one per lane.
