@@ -31,11 +31,11 @@
 //            of ~column is unique within its set). Random rows end after level 2 or 3.
 //   final:   with CL = 1 the block sorts its survivors (up to 256 by counting ranks, longer lists by a bitonic
 //            sort: 64-key segments in registers, larger strides in shared memory) and the sorted list is the
-//            output. With CL > 1 every block copies all the cluster's lists of survivors (its own too) and writes
-//            its own survivors to their slots, a slot being the number of larger keys among all k: when k is
-//            small for the cluster (kTlCountPer) by comparing with all k (counts summed with shared atomics:
-//            integers, exact), else by buckets over the k keys (tl_bucket_place; a crowded bucket makes every
-//            block sort all k and write every cl-th slot).
+//            output. With CL > 1 every block copies all the cluster's lists of survivors (its own too), a slot
+//            being the number of larger keys among all k: when k is small for the cluster (kTlCountPer) a block
+//            writes its own survivors to their slots, counted against all k (counts summed with shared atomics:
+//            integers, exact); else it writes its 1/CL of the slots, found by buckets over the k keys
+//            (tl_bucket_place; a crowded bucket makes every block sort all k).
 //
 // Barriers per row: a few block barriers and one cluster barrier per level, one cluster barrier at the end;
 // none per chunk of data. No global scratch, no atomics outside shared memory, no inter-cluster communication:
@@ -207,9 +207,8 @@ __global__ void __launch_bounds__(NT)
         }
       }
     } else {
-      // slot = the number of larger keys among all: buckets over the copies (own list at offs[rank]).
-      const int own_n = (int)ctl->offs[rank] + (int)ctl->counts[rank] <= total ? (int)ctl->counts[rank] : 0;
-      tl_bucket_place<NT, KP>(copies, total, copies + ctl->offs[rank], own_n, scat, hist,
+      // slot = the number of larger keys among all: buckets over the copies; this block writes its range of slots.
+      tl_bucket_place<NT, KP>(copies, total, scat, hist,
                               reinterpret_cast<tl_u64*>(ctl->sums[0]), ov, oi, prow, k, cl, rank);
     }
     __syncthreads();   // list, pool and ctl are reused by the next row

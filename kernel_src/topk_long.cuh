@@ -811,19 +811,22 @@ __device__ __forceinline__ void tl_sort_list(tl_u64* s, int nr, unsigned char* s
 }
 
 // The final placement of a cluster's survivors when k is large for the cluster (not kTlCountPer): every block
-// holds all `total` survivors of the row (distinct composite keys, `all`) and writes those of its own (own[0..nown),
-// a part of `all`) to their output slots, the slot being the number of larger keys among all. A bucket sort of the
-// keys by where they sit between the smallest and the largest (NB = max(KP, NT) buckets, (c - min) >> shift: a
-// larger key never lands in a lower bucket) gives each key the count of the buckets above its own; the keys of its
-// own bucket are then compared one by one. Integer counts and a scatter whose order within a bucket does not matter
-// (only the count of larger keys is read): the same slots on every run. Random rows put a key or two in a bucket.
-// Keys crowded in a narrow band of a wide range (ties among a few far larger values) would share one: when a
-// bucket holds more than kTlBucketMax keys, every block sorts all the keys instead (bitonic, as a single block
-// does) and writes the slots s with s % cl == rank.
+// holds all `total` survivors of the row (distinct composite keys, `all`) and writes the output slots
+// [rank * total / cl, (rank + 1) * total / cl), the slot of a key being the number of larger keys among all. A
+// bucket sort of the keys by where they sit between the smallest and the largest (NB = max(KP, NT) buckets,
+// (c - min) >> shift: a larger key never lands in a lower bucket) gives each key the count of the buckets above its
+// own; the keys of its own bucket are then compared one by one. Integer counts and a scatter whose order within a
+// bucket does not matter (only the count of larger keys is read): the same slots on every run. A key's slot lies in
+// its bucket's range of the scatter, so a block finds the keys of its slots within `most` - 1 positions of them and
+// a warp's writes land close together (where each block writing its own survivors spread them over the whole
+// output: 64 x 131072, k = 2048, ~1 us of scattered 4-byte stores a block). Random rows put a key or two in a
+// bucket. Keys crowded in a narrow band of a wide range (ties among a few far larger values) would share one: when
+// a bucket holds more than kTlBucketMax keys, every block sorts all the keys instead (bitonic, as a single block
+// does) and writes its range of slots from the sorted keys.
 // scat: KP entries of shared scratch; bh: NB counters; red: 2 * NT / 32 words of 8 bytes (shared). Block-uniform;
 // synchronises the block (the caller before: `all` complete).
 template <int NT, int KP>
-__device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, const tl_u64* own, int nown, tl_u64* scat,
+__device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, tl_u64* scat,
                                              tl_u32* bh, tl_u64* red, float* __restrict__ ov, int* __restrict__ oi,
                                              const float* __restrict__ prow, int k, int cl, int rank) {
   constexpr int NW = NT / 32, NB = KP > NT ? KP : NT, PER = NB / NT, LOGNB = TlLog2<NB>::value;
@@ -882,6 +885,8 @@ __device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, const
   most = 0u;
 #pragma unroll
   for (int w = 0; w < NW; ++w) most = wsum[NW + w] > most ? wsum[NW + w] : most;
+  const int lgcl = __ffs(cl) - 1;   // cl is a power of two
+  const int s_lo = (rank * total) >> lgcl, s_hi = ((rank + 1) * total) >> lgcl;
   if (most > (tl_u32)kTlBucketMax) {   // crowded: sort all the keys (block-uniform)
     int m = 64;
     while (m < total) m <<= 1;
@@ -890,7 +895,7 @@ __device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, const
     for (int i = tid; i < m; i += NT) scat[i] = i < total ? all[i] : 0ull;
     __syncthreads();
     tl_sort_desc<NT>(scat, m);
-    for (int i = rank + cl * tid; i < total && i < k; i += cl * NT) {
+    for (int i = s_lo + tid; i < s_hi && i < k; i += NT) {
       const tl_u64 x = scat[i];
       oi[i] = (int)tl_ckey_col(x);
       ov[i] = tl_value(x, prow);
@@ -910,14 +915,17 @@ __device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, const
   }
   __syncthreads();
   // A key's slot: the keys of the buckets above (the start of its bucket = the end of the bucket above) plus the
-  // larger keys of its own bucket.
-  for (int j = tid; j < nown; j += NT) {
-    const tl_u64 x = own[j];
+  // larger keys of its own bucket. Slot s's key sits in its bucket's range of scat, which holds s and at most `most`
+  // keys: within most - 1 positions of s.
+  const int p_lo = s_lo - (int)most + 1 > 0 ? s_lo - (int)most + 1 : 0;
+  const int p_hi = s_hi + (int)most - 1 < total ? s_hi + (int)most - 1 : total;
+  for (int p = p_lo + tid; p < p_hi; p += NT) {
+    const tl_u64 x = scat[p];
     const tl_u32 b = bucket(x);
     const tl_u32 start = b + 1 < (tl_u32)NB ? bh[b + 1] : 0u, end = bh[b];
     tl_u32 slot = start;
     for (tl_u32 q = start; q < end && q < (tl_u32)total; ++q) slot += scat[q] > x ? 1u : 0u;
-    if (slot < (tl_u32)k) {
+    if (slot >= (tl_u32)s_lo && slot < (tl_u32)s_hi && slot < (tl_u32)k) {
       oi[slot] = (int)tl_ckey_col(x);
       ov[slot] = tl_value(x, prow);
     }
