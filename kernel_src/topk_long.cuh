@@ -349,14 +349,51 @@ __device__ __forceinline__ void tl_rounds(tl_u32 valid, KeyOf key_of, const TlLe
 }
 
 // Composite keys c[0..E) flagged in `valid`: those that matter (in the level's set, digit at or above the
-// boundary) classified at level lv (tl_rounds). Warp-uniform.
+// boundary) classified at level lv. When some lane holds two or more of them (the re-read of a 16-bit pass, a
+// buffer pass: most lanes do) all at once: a warp prefix of the counts and one shared atomic per list for the
+// whole warp, where one key a lane a round took a round (two ballots, two atomics, two shuffles) per key of the
+// fullest lane; else one round (tl_rounds). Warp-uniform.
 template <int E>
 __device__ __forceinline__ void tl_consume(const tl_u64 (&c)[E], tl_u32 valid, const TlLevel& lv, tl_u32* h,
                                            TlCtl* ctl, tl_u64* list, tl_u32 list_cap, tl_u64* buf, tl_u32 buf_cap) {
+  static_assert(E >= 1 && E <= 8, "tl_consume: at most 8 keys a lane");
 #pragma unroll
   for (int i = 0; i < E; ++i)
     if ((c[i] & lv.pm) != lv.pp || ((tl_u32)(c[i] >> lv.sh) & lv.dm) < lv.b) valid &= ~(1u << i);
-  tl_rounds(valid, [&](int i) { return tl_pick(c, i); }, lv, h, ctl, list, list_cap, buf, buf_cap);
+  if (!__any_sync(kTlFull, __popc(valid) >= 2)) {
+    tl_rounds(valid, [&](int i) { return tl_pick(c, i); }, lv, h, ctl, list, list_cap, buf, buf_cap);
+    return;
+  }
+  tl_u32 me = 0, mp = 0;   // the keys to emit and to push
+#pragma unroll
+  for (int i = 0; i < E; ++i) {
+    if (!((valid >> i) & 1u)) continue;
+    const tl_u32 d = (tl_u32)(c[i] >> lv.sh) & lv.dm;   // >= lv.b (above)
+    if (d > lv.b || lv.take) {
+      me |= 1u << i;
+    } else {
+      atomicAdd(&h[(tl_u32)(c[i] >> lv.sh2) & lv.dm2], 1u);
+      if (lv.push) mp |= 1u << i;
+    }
+  }
+  tl_u32 te, tp;
+  tl_u32 se = tl_warp_prefix<4>((tl_u32)__popc(me), &te), sp = tl_warp_prefix<4>((tl_u32)__popc(mp), &tp);
+  const int lane = threadIdx.x & 31;
+  tl_u32 b = 0;
+  if (lane == 0 && te) b = atomicAdd(&ctl->n_emit, te);
+  if (lane == 1 && tp) b = atomicAdd(&ctl->n_push, tp);
+  se += __shfl_sync(kTlFull, b, 0), sp += __shfl_sync(kTlFull, b, 1);
+#pragma unroll
+  for (int i = 0; i < E; ++i) {
+    if ((me >> i) & 1u) {
+      if (se < list_cap) list[se] = c[i];
+      ++se;
+    }
+    if ((mp >> i) & 1u) {
+      if (sp < buf_cap) buf[sp] = c[i];
+      ++sp;
+    }
+  }
 }
 
 // Order keys of a lane's two groups of 4 positions (key i at column col0 + (i >> 2) * 4 * NT + (i & 3)) flagged
