@@ -349,10 +349,10 @@ __device__ __forceinline__ void tl_rounds(tl_u32 valid, KeyOf key_of, const TlLe
 }
 
 // Composite keys c[0..E) flagged in `valid`: those that matter (in the level's set, digit at or above the
-// boundary) classified at level lv. When some lane holds two or more of them (the re-read of a 16-bit pass, a
-// buffer pass: most lanes do) all at once: a warp prefix of the counts and one shared atomic per list for the
-// whole warp, where one key a lane a round took a round (two ballots, two atomics, two shuffles) per key of the
-// fullest lane; else one round (tl_rounds). Warp-uniform.
+// boundary) classified at level lv. When some lane holds two or more of them (a long re-read list of a 16-bit
+// pass or a long buffer: past NT entries the lanes hold several) all at once: a warp prefix of the counts and one
+// shared atomic per list for the whole warp, where one key a lane a round took a round (two ballots, two atomics,
+// two shuffles) per key of the fullest lane; else at most one round (tl_rounds). Warp-uniform.
 template <int E>
 __device__ __forceinline__ void tl_consume(const tl_u64 (&c)[E], tl_u32 valid, const TlLevel& lv, tl_u32* h,
                                            TlCtl* ctl, tl_u64* list, tl_u32 list_cap, tl_u64* buf, tl_u32 buf_cap) {
