@@ -68,6 +68,14 @@ __device__ __forceinline__ float tl_value(tl_u64 c, const float* __restrict__ ro
   return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
 
+// Output slot `slot` of a row (oi, ov: the row's k indices and values) gets survivor c. The slot's type is the
+// caller's (an int or unsigned index: the address arithmetic stays what the call site had).
+template <typename I>
+__device__ __forceinline__ void tl_put(int* oi, float* ov, I slot, tl_u64 c, const float* row) {
+  oi[slot] = (int)tl_ckey_col(c);
+  ov[slot] = tl_value(c, row);
+}
+
 // float_order_key in fewer instructions (5 instead of 8; the same value for every input bit pattern, checked
 // exhaustively by tests/cpu/test_topk_long_cpu.c): x + 0.0f turns -0.0 into +0.0 and leaves every other
 // non-NaN value (subnormals too: no flush to zero here) unchanged; then the usual sign flip; NaN -> 0.
@@ -932,11 +940,7 @@ __device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, tl_u6
     for (int i = tid; i < m; i += NT) scat[i] = i < total ? all[i] : 0ull;
     __syncthreads();
     tl_sort_desc<NT>(scat, m);
-    for (int i = s_lo + tid; i < s_hi && i < k; i += NT) {
-      const tl_u64 x = scat[i];
-      oi[i] = (int)tl_ckey_col(x);
-      ov[i] = tl_value(x, prow);
-    }
+    for (int i = s_lo + tid; i < s_hi && i < k; i += NT) tl_put(oi, ov, i, scat[i], prow);
     return;
   }
   tl_u32 above = incl - run;
@@ -962,10 +966,7 @@ __device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, tl_u6
     const tl_u32 start = b + 1 < (tl_u32)NB ? bh[b + 1] : 0u, end = bh[b];
     tl_u32 slot = start;
     for (tl_u32 q = start; q < end && q < (tl_u32)total; ++q) slot += scat[q] > x ? 1u : 0u;
-    if (slot >= (tl_u32)s_lo && slot < (tl_u32)s_hi && slot < (tl_u32)k) {
-      oi[slot] = (int)tl_ckey_col(x);
-      ov[slot] = tl_value(x, prow);
-    }
+    if (slot >= (tl_u32)s_lo && slot < (tl_u32)s_hi && slot < (tl_u32)k) tl_put(oi, ov, slot, x, prow);
   }
 }
 
