@@ -28,14 +28,18 @@
 //            bound (one compare per key); with 16-bit keys the positions that may qualify are collected and
 //            re-read from global memory together for their low bits. When the boundary bin holds exactly the
 //            elements still needed it is taken whole and the select ends; it always ends by level 5 (a digit
-//            of ~column is unique within its set). Random rows end after level 2 or 3.
+//            of ~column is unique within its set). Random rows end after level 2 or 3. With buckets (below),
+//            a boundary bin of at most kTlMaybeMax elements (over the cluster) also ends it: the blocks set the
+//            bin's elements aside (the maybe keys), and the final phase takes the largest of them that are
+//            still needed, where a next level would have split the bin.
 //   final:   with CL = 1 the block sorts its survivors (up to 256 by counting ranks, longer lists by a bitonic
 //            sort: 64-key segments in registers, larger strides in shared memory) and the sorted list is the
 //            output. With CL > 1 every block copies all the cluster's lists of survivors (its own too), a slot
 //            being the number of larger keys among all k: when k is small for the cluster (kTlCountPer) a block
 //            writes its own survivors to their slots, counted against all k (counts summed with shared atomics:
-//            integers, exact); else it writes its 1/CL of the slots, found by buckets over the k keys
-//            (tl_bucket_place; a crowded bucket makes every block sort all k).
+//            integers, exact); else every block copies the maybe keys too, ranks them and appends those still
+//            needed, then writes its 1/CL of the slots, found by buckets over the k keys (tl_bucket_place; a
+//            crowded bucket makes every block sort all k).
 //
 // Barriers per row: a few block barriers and one cluster barrier per level, one cluster barrier at the end;
 // none per chunk of data. No global scratch, no atomics outside shared memory, no inter-cluster communication:
@@ -74,6 +78,10 @@ __global__ void __launch_bounds__(NT)
   const int n = lo < cols ? (cols - lo < slice ? cols - lo : slice) : 0;
   const int dn = dense_n < n ? dense_n : n;
   bool pending = false;   // a cluster arrive whose wait is still due
+  // The final phase: survivors placed by counting (small k for the cluster) or by buckets; only the buckets take a
+  // split boundary (the maybe keys join the copies before the placement).
+  const bool counting = cl > 1 && (tl_u64)k * (tl_u64)k <= (tl_u64)cl * NT * kTlCountPer;
+  const bool can_split = cl > 1 && !counting;
   const i64 nclusters = (i64)(gridDim.x / (unsigned)cl);
 
   for (i64 row = (i64)(blockIdx.x / (unsigned)cl); row < rows; row += nclusters) {
@@ -98,6 +106,7 @@ __global__ void __launch_bounds__(NT)
     TlLevel lv;
     lv.pm = 0ull, lv.pp = 0ull;
     bool in_buf = false;
+    bool split = false;   // the select ended on a split boundary (kTlMaybeMax): its bin's elements in ctl->maybe
     int sn = 0;
     for (int level = 1;; ++level) {
       const tl_u32 bin = ctl->bin, above = ctl->above, cnt = ctl->cnt, mine = ctl->mine;
@@ -105,18 +114,23 @@ __global__ void __launch_bounds__(NT)
       const int sh = tl_shift(level);
       lv.b = bin, lv.sh = sh, lv.dm = tl_dmask(level);
       lv.take = cnt == need || level == kTlLevels;
+      split = !lv.take && can_split && cnt <= (tl_u32)kTlMaybeMax;   // cnt: the cluster's, the same in every block
       lv.sh2 = level < kTlLevels ? tl_shift(level + 1) : 0;
       lv.dm2 = level < kTlLevels ? tl_dmask(level + 1) : 0u;
-      lv.push = !lv.take && !in_buf && mine <= (tl_u32)cap;
+      lv.push = split || (!lv.take && !in_buf && mine <= (tl_u32)cap);
       lv.flo = (tl_u32)(lv.pp >> 32) | (level <= 3 ? bin << (sh - 32) : 0u);
       lv.fhi = (tl_u32)(lv.pp >> 32) | ~(tl_u32)(lv.pm >> 32);   // the largest order key with the set's digits
       tl_u32* hn = hist + ((level + 1) & 1) * kTlBins;   // the next digit's histogram (zero)
+      // Pushes go to the candidate buffer, or on a split boundary to the maybe list (n_push is 0 here: no buffer
+      // was filled, or it was reset once its count was read).
+      tl_u64* pb = split ? ctl->maybe : buf;
+      const tl_u32 pcap = split ? (tl_u32)kTlMaybeMax : (tl_u32)cap;
       if (in_buf)
-        tl_scan_buffer<NT>(sn, buf, lv, hn, ctl, list, (tl_u32)SP);
+        tl_scan_buffer<NT>(sn, buf, lv, hn, ctl, list, (tl_u32)SP, pb, split ? pcap : 0u);
       else
-        tl_scan_slice<NT>(n, dn, pg, vec, lo, wide, pool, hits, lv, hn, ctl, list, (tl_u32)SP, buf, (tl_u32)cap);
+        tl_scan_slice<NT>(n, dn, pg, vec, lo, wide, pool, hits, lv, hn, ctl, list, (tl_u32)SP, pb, pcap);
       __syncthreads();
-      if (lv.take) break;
+      if (lv.take || split) break;
       if (lv.push) in_buf = true, sn = (int)ctl->n_push;
       lv.pp |= (tl_u64)bin << sh;
       lv.pm |= (tl_u64)lv.dm << sh;
@@ -126,7 +140,10 @@ __global__ void __launch_bounds__(NT)
       // This level's histogram: every block read it before the barrier above; zero for the level after next.
       tl_u32* hc = hist + (level & 1) * kTlBins;
       for (int b = tid; b < kTlBins; b += NT) hc[b] = 0u;
-      if (tid == 0) ctl->n_hits = 0u;
+      if (tid == 0) {
+        ctl->n_hits = 0u;
+        if (in_buf) ctl->n_push = 0u;   // every thread read it (sn) before the cluster barrier above
+      }
       __syncthreads();
     }
 
@@ -134,7 +151,6 @@ __global__ void __launch_bounds__(NT)
     const int nr = (int)ctl->n_emit < SP ? (int)ctl->n_emit : SP;
     float* ov = out_values + row * (i64)k;
     int* oi = out_indices + row * (i64)k;
-    const bool counting = cl > 1 && (tl_u64)k * (tl_u64)k <= (tl_u64)cl * NT * kTlCountPer;
     if (cl == 1) {
       tl_sort_list<NT>(list, nr, pool);
       for (int i = tid; i < nr; i += NT) tl_put(oi, ov, i, list[i], prow);
@@ -143,15 +159,20 @@ __global__ void __launch_bounds__(NT)
     }
     tl_sync(cl);   // every block's list and its count are final
     if (warp == 0) {
-      tl_u32 v = 0u;
-      if (lane < cl) v = lane == rank ? ctl->n_emit : *tl_peer(&ctl->n_emit, (tl_u32)lane);
-      tl_u32 incl = v;
+      tl_u32 v = 0u, mv = 0u;
+      if (lane < cl) {
+        const TlCtl* pc = lane == rank ? ctl : tl_peer(ctl, (tl_u32)lane);
+        v = pc->n_emit;
+        if (split) mv = pc->n_push;
+      }
+      tl_u32 incl = v, mincl = mv;
 #pragma unroll
       for (int d = 1; d < 32; d <<= 1) {
-        const tl_u32 y = __shfl_up_sync(kTlFull, incl, d);
-        if (lane >= d) incl += y;
+        const tl_u32 y = __shfl_up_sync(kTlFull, incl, d), my = __shfl_up_sync(kTlFull, mincl, d);
+        if (lane >= d) incl += y, mincl += my;
       }
-      if (lane < kTlMaxCluster) ctl->counts[lane] = v, ctl->offs[lane] = incl - v;
+      if (lane < kTlMaxCluster)
+        ctl->counts[lane] = v, ctl->offs[lane] = incl - v, ctl->mcounts[lane] = mv, ctl->moffs[lane] = mincl - mv;
     }
     __syncthreads();
     // Copy the lists, this block's own too, concatenated in rank order, to the pool: wpl warps per list, 4 remote
@@ -185,11 +206,32 @@ __global__ void __launch_bounds__(NT)
       total = (int)(ctl->offs[cl - 1] + ctl->counts[cl - 1]);
       if (total > KP) total = KP;   // the guard: memory only (the counts sum to k)
     }
+    // A split boundary: every block's maybe keys (the cluster's cnt <= kTlMaybeMax of them) to scat[0, mt).
+    const int mtc = split ? (int)(ctl->moffs[cl - 1] + ctl->mcounts[cl - 1]) : 0;
+    const int mt = mtc < kTlMaybeMax ? mtc : kTlMaybeMax;   // (the cap: memory only)
+    for (int j = tid; j < mt; j += NT) {
+      int c = 0;
+      while (c + 1 < cl && (int)ctl->moffs[c + 1] <= j) ++c;
+      const int jj = j - (int)ctl->moffs[c];
+      scat[j] = jj < kTlMaybeMax ? tl_peer(ctl, (tl_u32)c)->maybe[jj] : 0ull;   // the guard: memory only
+    }
     if (counting)
       for (int i = tid; i < nr; i += NT) ranks[i] = 0u;
     tl_cluster_arrive();   // done reading the other blocks' shared memory for this row
     pending = true;
     __syncthreads();
+    if (split) {
+      // The `need` largest maybe keys complete the k survivors; the rank among them orders their appends (any order
+      // would do: the placement reads counts only).
+      for (int i = tid; i < mt; i += NT) {
+        const tl_u64 x = scat[i];
+        int r = 0;
+        for (int j = 0; j < mt; ++j) r += scat[j] > x ? 1 : 0;
+        if (r < (int)need && total + r < KP) copies[total + r] = x;
+      }
+      __syncthreads();
+      total = total + (int)need < KP ? total + (int)need : KP;
+    }
     if (counting) {
       // slot = the number of larger keys among all the cluster's survivors (own list included).
       tl_count_ranks<NT>(list, nr, copies, total, ranks);

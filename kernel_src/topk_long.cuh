@@ -34,6 +34,11 @@ constexpr int kTlCountPer = 32;
 // The bucket placement of a cluster's survivors (tl_bucket_place) compares the keys of a bucket one by one up to
 // this many in a bucket; past it, every block sorts all the keys.
 constexpr int kTlBucketMax = 64;
+// A level whose boundary bin holds more elements than still needed but at most this many (over the cluster) ends
+// the select at that level when the cluster places by buckets: its blocks keep the bin's elements aside (TlCtl::maybe)
+// and the final phase takes the `need` largest of them, where another level (a barrier, a merge and a pass: ~2 us at
+// 64 x 131072) would have split the bin.
+constexpr int kTlMaybeMax = 24;
 constexpr tl_u32 kTlFull = 0xffffffffu;
 
 // floor(log2(X)) at compile time.
@@ -175,6 +180,9 @@ struct TlCtl {
   tl_u32 counts[kTlMaxCluster];   // final phase: each block's survivor count
   tl_u32 offs[kTlMaxCluster];     // final phase: where each block's list starts among the copies
   tl_u32 sums[2][kTlChunks];      // chunk sums of the two histograms (read by the cluster)
+  tl_u32 mcounts[kTlMaxCluster];  // final phase after a split boundary: each block's count of maybe keys
+  tl_u32 moffs[kTlMaxCluster];    // and where they start among the copies
+  tl_u64 maybe[kTlMaybeMax];      // a split boundary bin's elements of this block (n_push of them; read by the cluster)
 };
 static_assert(sizeof(TlCtl) <= kTlCtlBytes, "control block");
 
@@ -276,9 +284,10 @@ __device__ __forceinline__ void tl_chunk_sums(tl_u32* h, tl_u32* h2, bool fold, 
 // One level of the radix select. An element (composite key c) is in the level's set when (c & pm) == pp (the
 // digits of the levels before it equal their boundary digits). Of the set, those with a digit above `b` are
 // survivors (emitted to the block's list); those with the digit equal to b are the boundary: all emitted when
-// `take` (the boundary holds exactly what is still needed), else counted by their next digit into `h` and,
-// with `push`, appended to the candidate buffer. [flo, fhi] holds the order key of every element the level emits
-// or counts (used to skip the rest cheaply).
+// `take` (the boundary holds exactly what is still needed), else counted by their next digit into `h` (a split
+// boundary's counts go unread: at most kTlMaybeMax atomics) and, with `push`, appended to the candidate buffer
+// (or the maybe list). [flo, fhi] holds the order key of every element the level emits or counts (used to skip
+// the rest cheaply).
 // ---------------------------------------------------------------------------------------------------------
 struct TlLevel {
   tl_u64 pm, pp;
@@ -713,10 +722,10 @@ __device__ __noinline__ void tl_scan_slice(int n, int dn, const float* __restric
   }
 }
 
-// A pass of level lv over the candidate buffer (sn composite keys; nothing is pushed).
+// A pass of level lv over the candidate buffer (sn composite keys); pushes (a split boundary only) go to `out`.
 template <int NT>
 __device__ __noinline__ void tl_scan_buffer(int sn, const tl_u64* buf, const TlLevel lv, tl_u32* h, TlCtl* ctl,
-                                            tl_u64* list, tl_u32 list_cap) {
+                                            tl_u64* list, tl_u32 list_cap, tl_u64* out, tl_u32 out_cap) {
   // Warp w takes the 32 entries from 32 w and those NT, 2 NT and 3 NT on: a short buffer is spread over all warps.
   const int lane = (int)threadIdx.x & 31;
   for (int base = ((int)threadIdx.x >> 5) * 32; base < sn; base += 4 * NT) {
@@ -728,7 +737,7 @@ __device__ __noinline__ void tl_scan_buffer(int sn, const tl_u64* buf, const TlL
       c[g] = p < sn ? buf[p] : 0ull;
       if (p < sn) valid |= 1u << g;
     }
-    tl_consume<4>(c, valid, lv, h, ctl, list, list_cap, nullptr, 0u);
+    tl_consume<4>(c, valid, lv, h, ctl, list, list_cap, out, out_cap);
   }
 }
 
