@@ -181,6 +181,7 @@ __global__ void __launch_bounds__(NT)
     tl_u32* ranks = reinterpret_cast<tl_u32*>(pool + 8 * KP);   // counting
     tl_u64* scat = reinterpret_cast<tl_u64*>(pool + 8 * KP);    // buckets
     int total = 0;
+    tl_u64 mx = 0ull;   // the largest key this thread copies (buckets)
     {
       constexpr int NW = NT / 32;
       const int wpl = NW / cl >= 1 ? NW / cl : 1;
@@ -200,6 +201,7 @@ __global__ void __launch_bounds__(NT)
           for (int u = 0; u < 4; ++u) {
             const int j = j0 + u * wpl * 32;
             if (j < cnt_c) copies[off + j] = v[u];
+            mx = v[u] > mx ? v[u] : mx;   // (0 past the list)
           }
         }
       }
@@ -213,7 +215,20 @@ __global__ void __launch_bounds__(NT)
       int c = 0;
       while (c + 1 < cl && (int)ctl->moffs[c + 1] <= j) ++c;
       const int jj = j - (int)ctl->moffs[c];
-      scat[j] = jj < kTlMaybeMax ? tl_peer(ctl, (tl_u32)c)->maybe[jj] : 0ull;   // the guard: memory only
+      const tl_u64 x = jj < kTlMaybeMax ? tl_peer(ctl, (tl_u32)c)->maybe[jj] : 0ull;   // the guard: memory only
+      scat[j] = x;
+      mx = x > mx ? x : mx;
+    }
+    if (!counting) {
+      // The placement's inputs beside the keys: each warp's largest key (red), and its bucket counters zeroed (hist:
+      // every block read this block's histograms before the barrier that began the final phase).
+#pragma unroll
+      for (int d = 16; d >= 1; d >>= 1) {
+        const tl_u64 y = __shfl_xor_sync(kTlFull, mx, d);
+        mx = y > mx ? y : mx;
+      }
+      if (lane == 0) reinterpret_cast<tl_u64*>(ctl->sums[0])[warp] = mx;
+      for (int b = tid; b < (KP > NT ? KP : NT); b += NT) hist[b] = 0u;
     }
     if (counting)
       for (int i = tid; i < nr; i += NT) ranks[i] = 0u;
@@ -248,7 +263,9 @@ __global__ void __launch_bounds__(NT)
       }
     } else {
       // slot = the number of larger keys among all: buckets over the copies; this block writes its range of slots.
-      tl_bucket_place<NT, KP>(copies, total, scat, hist,
+      // Every key is at or above the start of the select's last boundary bin.
+      const tl_u64 mn = lv.pp | ((tl_u64)lv.b << lv.sh);
+      tl_bucket_place<NT, KP>(copies, total, mn, scat, hist,
                               reinterpret_cast<tl_u64*>(ctl->sums[0]), ov, oi, prow, k, cl, rank);
     }
     __syncthreads();   // list, pool and ctl are reused by the next row

@@ -867,8 +867,8 @@ __device__ __forceinline__ void tl_sort_list(tl_u64* s, int nr, unsigned char* s
 // The final placement of a cluster's survivors when k is large for the cluster (not kTlCountPer): every block
 // holds all `total` survivors of the row (distinct composite keys, `all`) and writes the output slots
 // [rank * total / cl, (rank + 1) * total / cl), the slot of a key being the number of larger keys among all. A
-// bucket sort of the keys by where they sit between the smallest and the largest (NB = max(KP, NT) buckets,
-// (c - min) >> shift: a larger key never lands in a lower bucket) gives each key the count of the buckets above its
+// bucket sort of the keys by where they sit between a lower bound and the largest (NB = max(KP, NT) buckets,
+// (c - mn) >> shift: a larger key never lands in a lower bucket) gives each key the count of the buckets above its
 // own; the keys of its own bucket are then compared one by one. Integer counts and a scatter whose order within a
 // bucket does not matter (only the count of larger keys is read): the same slots on every run. A key's slot lies in
 // its bucket's range of the scatter, so a block finds the keys of its slots within `most` - 1 positions of them and
@@ -877,41 +877,28 @@ __device__ __forceinline__ void tl_sort_list(tl_u64* s, int nr, unsigned char* s
 // bucket. Keys crowded in a narrow band of a wide range (ties among a few far larger values) would share one: when
 // a bucket holds more than kTlBucketMax keys, every block sorts all the keys instead (bitonic, as a single block
 // does) and writes its range of slots from the sorted keys.
-// scat: KP entries of shared scratch; bh: NB counters; red: 2 * NT / 32 words of 8 bytes (shared). Block-uniform;
-// synchronises the block (the caller before: `all` complete).
+// The caller knows the bounds on its way here: mn <= every key (the start of the select's last boundary bin: no
+// pass for the minimum), and the largest key is the largest of red[0, NT / 32) (each warp's, from the copies).
+// scat: KP entries of shared scratch; bh: NB counters, zero; red: 2 * NT / 32 words of 8 bytes (shared).
+// Block-uniform; synchronises the block (the caller before: `all`, bh and red complete).
 template <int NT, int KP>
-__device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, tl_u64* scat,
+__device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, tl_u64 mn, tl_u64* scat,
                                              tl_u32* bh, tl_u64* red, float* __restrict__ ov, int* __restrict__ oi,
                                              const float* __restrict__ prow, int k, int cl, int rank) {
   constexpr int NW = NT / 32, NB = KP > NT ? KP : NT, PER = NB / NT, LOGNB = TlLog2<NB>::value;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  // The smallest and largest key.
-  tl_u64 mn = ~0ull, mx = 0ull;
-  for (int i = tid; i < total; i += NT) {
-    const tl_u64 c = all[i];
-    mn = c < mn ? c : mn;
-    mx = c > mx ? c : mx;
-  }
+  tl_u64 mx = 0ull;
 #pragma unroll
-  for (int d = 16; d >= 1; d >>= 1) {
-    const tl_u64 a = __shfl_xor_sync(kTlFull, mn, d), b = __shfl_xor_sync(kTlFull, mx, d);
-    mn = a < mn ? a : mn;
-    mx = b > mx ? b : mx;
-  }
-  if (lane == 0) red[warp] = mn, red[NW + warp] = mx;
-  for (int b = tid; b < NB; b += NT) bh[b] = 0u;
-  __syncthreads();
-  mn = ~0ull, mx = 0ull;
-#pragma unroll
-  for (int w = 0; w < NW; ++w) {
-    mn = red[w] < mn ? red[w] : mn;
-    mx = red[NW + w] > mx ? red[NW + w] : mx;
-  }
+  for (int w = 0; w < NW; ++w) mx = red[w] > mx ? red[w] : mx;
+  if (mx < mn) mx = mn;   // (every key is >= mn: the guard is for memory only, as is the bucket clamp below)
   const tl_u64 range = mx - mn;   // total >= 1: mn <= mx
   const tl_u32 hi = (tl_u32)(range >> 32), lo = (tl_u32)range;
   const int bits = hi ? 64 - __clz(hi) : lo ? 32 - __clz(lo) : 0;   // range < 2^bits
   const int shift = bits > LOGNB ? bits - LOGNB : 0;
-  const auto bucket = [&](tl_u64 c) { return (tl_u32)((c - mn) >> shift); };   // < NB
+  const auto bucket = [&](tl_u64 c) {
+    const tl_u64 d = (c - mn) >> shift;   // < NB
+    return d < (tl_u64)NB ? (tl_u32)d : (tl_u32)(NB - 1);
+  };
   // Histogram of the buckets.
   for (int i = tid; i < total; i += NT) atomicAdd(&bh[bucket(all[i])], 1u);
   __syncthreads();
@@ -933,7 +920,7 @@ __device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, tl_u6
     const tl_u32 y = __shfl_up_sync(kTlFull, incl, d);
     if (lane >= d) incl += y;
   }
-  tl_u32* wsum = reinterpret_cast<tl_u32*>(red);   // the minimum and maximum were read before the last barrier
+  tl_u32* wsum = reinterpret_cast<tl_u32*>(red);   // the maxima were read before the last barrier
   if (lane == 31) wsum[warp] = incl, wsum[NW + warp] = most;
   __syncthreads();
   most = 0u;
