@@ -6,6 +6,11 @@
 // stores when both outputs are 16-byte aligned (scalar stores otherwise), so writes are fully coalesced.
 // Token ids are read through L1 (each is shared by K consecutive elements) and the table stays in L2
 // across calls. Specialised on K.
+//
+// On sm_90+ the kernel first waits on griddepcontrol (a no-op unless it was launched with programmatic
+// dependent launch), so the host may launch it with PDL behind any kernel: it touches no global memory
+// before the previous grid has ended and its writes are visible (the token ids may be that grid's output,
+// the outputs that grid's input). Then it lets its own PDL-launched successor start launching.
 #include "common.cuh"
 
 namespace dsv4 {
@@ -32,6 +37,10 @@ __global__ void __launch_bounds__(256) hash_router(const int* __restrict__ token
                                                    const int* __restrict__ lut, int vocab, float weight,
                                                    float* __restrict__ topk_weights, int* __restrict__ topk_ids,
                                                    int* __restrict__ err_count) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
   const i64 total = num_tokens * K;
   const i64 stride = (i64)gridDim.x * blockDim.x;
   const i64 first = (i64)blockIdx.x * blockDim.x + threadIdx.x;

@@ -13,7 +13,8 @@
  *   logits [rows][E], then activation_topk routes that chunk. The workspace does not grow with N.
  *   (Routing chunk i on a second stream while the GEMM of chunk i + 1 runs was measured on H200 and was
  *   slower: the routing blocks take the SMs the GEMM's CTAs need. See README.)
- * Hash mode, uniform weights: the hash router with weight = scale / k (no GEMM, no hidden states).
+ * Hash mode, uniform weights: the hash router with weight = scale / k (no GEMM, no hidden states), PDL-launched
+ *   unless set_pdl turned it off (it waits before touching memory: only its launch overlaps the kernel before).
  * Hash mode, scored weights: the dense GEMM path for the logits, then hash_scored picks the table's experts
  *   and weighs them by their scores.
  */
@@ -34,7 +35,7 @@ struct dsv4_router {
   const int32_t *lut;     /* [vocab,k] */
   CUdeviceptr owned[3];   /* weights loaded from a checkpoint */
   int32_t decode_max;
-  bool pdl;               /* gate_decode launched with PDL (dsv4_router_set_pdl) */
+  bool pdl;               /* gate_decode / hash_router launched with PDL (dsv4_router_set_pdl) */
   int64_t max_tokens;     /* 0 until prepared */
   int splits;             /* decode split-K count */
   CUdeviceptr logits;     /* workspace: max(splits * decode_max, chunk) * E floats */
@@ -246,7 +247,8 @@ dsv4_status dsv4_router_forward(dsv4_router *r, CUstream stream, const void *hid
   DSV4_CHECK_PTR(ids, fn, "topk_ids", 4);
   if (c->mode == DSV4_ROUTER_HASH && c->hash_weights == DSV4_HASH_WEIGHTS_UNIFORM)
     return dsv4_hash_router_enqueue(r->ctx, stream, token_ids, n, r->lut, c->vocab_size, c->top_k,
-                                    c->routed_scaling_factor / (float)c->top_k, w, ids, (int32_t *)r->err_count);
+                                    c->routed_scaling_factor / (float)c->top_k, w, ids, (int32_t *)r->err_count,
+                                    r->pdl);
   if (n > r->decode_max) return prefill(r, stream, hidden, token_ids, n, w, ids);
   /* Decode: the split-K partials (PDL-launched unless turned off), then the routing launched with PDL
    * behind them. */

@@ -86,6 +86,11 @@ DSV4_API const char *dsv4_context_arch(const dsv4_context *ctx);
  * Hash router: topk_ids[n,j] = lut[token_ids[n], j], topk_weights[n,j] = 1/k. A token id outside
  * [0, vocab_size) gets expert 0 with weight 0 in every slot; the table is never read out of bounds.
  * lut is int32 [vocab_size, k]; outputs are [num_tokens, k]. num_tokens == 0 is a no-op.
+ * Launch overlap (sm_90 and later): the kernel is launched with programmatic dependent launch, so its launch
+ * may overlap the end of the kernel before it on the stream; it waits for that kernel to finish before it
+ * reads or writes any memory, so every predecessor is safe (the token ids may be its output). It then lets
+ * the next kernel launch early: a successor launched with PDL must wait on its grid dependency before it
+ * reads topk_weights / topk_ids, as PDL requires of it anyway.
  * @return DSV4_OK; DSV4_ERR_INVALID_ARGUMENT (NULL pointer, negative count, k < 1, vocab_size < 1);
  *         DSV4_ERR_UNSUPPORTED (k > 16, vocab_size > 2^24); DSV4_ERR_NVRTC / DSV4_ERR_CUDA.
  */
@@ -170,13 +175,15 @@ DSV4_API dsv4_status dsv4_router_load_safetensors(dsv4_router *r, const char *pa
 DSV4_API dsv4_status dsv4_router_prepare(dsv4_router *r, int64_t max_tokens);
 /** Routes num_tokens tokens: topk_weights fp32 [N,k], topk_ids int32 [N,k]. hidden_bf16 [N,H] is needed in
  *  dense mode and for scored hash weights; token_ids int32 [N] in hash mode (else may be NULL).
- *  Launch overlap (decode batches, sm_90 and later, on unless dsv4_router_set_pdl turned it off): the first
+ *  Launch overlap (sm_90 and later, on unless dsv4_router_set_pdl turned it off): in decode batches the first
  *  kernel is launched with programmatic dependent launch and streams the gate weight into shared memory
  *  while the kernel enqueued just before forward on the stream may still run; it waits for that kernel
  *  before it reads hidden_bf16 or token_ids or writes anything. So that immediately preceding kernel must
- *  not write the gate weight (weights written by a copy, or by any earlier kernel, are safe). The last
- *  kernel lets the next kernel on the stream launch early the same way: a successor launched with PDL must
- *  wait on its grid dependency before it reads topk_weights / topk_ids, as PDL requires of it anyway.
+ *  not write the gate weight (weights written by a copy, or by any earlier kernel, are safe). In hash mode
+ *  with uniform weights the one kernel is PDL-launched too, but touches no memory before the kernel before
+ *  it has finished: any predecessor is safe. The last kernel lets the next kernel on the stream launch
+ *  early the same way: a successor launched with PDL must wait on its grid dependency before it reads
+ *  topk_weights / topk_ids, as PDL requires of it anyway.
  *  @return DSV4_OK; DSV4_ERR_INVALID_ARGUMENT (NULL pointer, N < 0, N > prepared max_tokens, not prepared). */
 DSV4_API dsv4_status dsv4_router_forward(dsv4_router *r, CUstream stream, const void *hidden_bf16,
     const int32_t *token_ids, int64_t num_tokens, float *topk_weights, int32_t *topk_ids);
@@ -189,8 +196,9 @@ DSV4_API void dsv4_router_destroy(dsv4_router *r);
  *  Default: the switch point measured on H200 (see README); 0 forces prefill for every batch. Call before
  *  prepare (dsv4 addition). @return DSV4_OK or DSV4_ERR_INVALID_ARGUMENT (outside 0..64). */
 DSV4_API dsv4_status dsv4_router_set_decode_max_tokens(dsv4_router *r, int32_t n);
-/** Launch overlap of the decode path (see dsv4_router_forward): 1 (the default) or 0 (plain launches for the
- *  gate GEMM: for an engine whose kernel just before forward writes the gate weight). The results are the
+/** Launch overlap of the decode path and of uniform hash routing (see dsv4_router_forward): 1 (the default)
+ *  or 0 (plain launches for the first kernel: for an engine whose kernel just before forward writes the gate
+ *  weight). The results are the
  *  same bits either way. May be called at any time between forward calls (dsv4 addition).
  *  @return DSV4_OK or DSV4_ERR_INVALID_ARGUMENT ('r' NULL, 'enable' not 0 or 1). */
 DSV4_API dsv4_status dsv4_router_set_pdl(dsv4_router *r, int32_t enable);

@@ -33,7 +33,8 @@ dsv4_status dsv4_hash_router_check(const char *fn, const void *ctx, const int32_
 
 dsv4_status dsv4_hash_router_enqueue(dsv4_context *ctx, CUstream stream, const int32_t *token_ids,
                                      int64_t num_tokens, const int32_t *lut, int32_t vocab_size, int32_t k,
-                                     float weight, float *topk_weights, int32_t *topk_ids, int32_t *err_count) {
+                                     float weight, float *topk_weights, int32_t *topk_ids, int32_t *err_count,
+                                     bool pdl) {
   if (num_tokens == 0) return DSV4_OK;
   dsv4_kernel_spec spec;
   dsv4_hash_router_spec(k, &spec);
@@ -47,7 +48,8 @@ dsv4_status dsv4_hash_router_enqueue(dsv4_context *ctx, CUstream stream, const i
   void *args[] = {&token_ids, &num_tokens, &lut, &vocab_size, &weight, &topk_weights, &topk_ids, &err_count};
   bool pushed = false;
   DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
-  dsv4_status s = dsv4_launch(ctx, fn, (unsigned)grid, block, 0, stream, args, "launching hash_router");
+  dsv4_status s = pdl ? dsv4_launch_pdl(ctx, fn, (unsigned)grid, block, 0, stream, args, "launching hash_router (PDL)")
+                      : dsv4_launch(ctx, fn, (unsigned)grid, block, 0, stream, args, "launching hash_router");
   dsv4_ctx_leave(ctx, pushed);
   return s;
 }
@@ -58,5 +60,5 @@ dsv4_status dsv4_hash_router(dsv4_context *ctx, CUstream stream, const int32_t *
   DSV4_TRY(dsv4_hash_router_check("dsv4_hash_router", ctx, token_ids, num_tokens, lut, vocab_size, k,
                                   topk_weights, topk_ids));
   return dsv4_hash_router_enqueue(ctx, stream, token_ids, num_tokens, lut, vocab_size, k, 1.0f / (float)k,
-                                  topk_weights, topk_ids, NULL);
+                                  topk_weights, topk_ids, NULL, true);
 }

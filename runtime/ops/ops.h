@@ -14,10 +14,12 @@ DSV4_INTERNAL void dsv4_hash_router_spec(int32_t k, dsv4_kernel_spec *out);
 DSV4_INTERNAL dsv4_status dsv4_hash_router_check(const char *fn, const void *ctx, const int32_t *token_ids,
     int64_t num_tokens, const int32_t *lut, int32_t vocab_size, int32_t k, const float *w, const int32_t *ids);
 /* Enqueues the hash router with every weight = `weight`; err_count (device, may be NULL) counts
- * out-of-range token ids. */
+ * out-of-range token ids. With pdl it is launched with programmatic dependent launch (dsv4_launch_pdl): it
+ * may start launching while the previous kernel on the stream runs, and waits on griddepcontrol for that
+ * kernel's end before it touches global memory, so any predecessor is safe. */
 DSV4_INTERNAL dsv4_status dsv4_hash_router_enqueue(dsv4_context *ctx, CUstream stream, const int32_t *token_ids,
     int64_t num_tokens, const int32_t *lut, int32_t vocab_size, int32_t k, float weight, float *topk_weights,
-    int32_t *topk_ids, int32_t *err_count);
+    int32_t *topk_ids, int32_t *err_count, bool pdl);
 
 /* gate_gemm.c: logits[N,E] fp32 = x[N,H] bf16 . W[E,H]^T bf16 through cuBLASLt (FP32 accumulation).
  * A plan per (E, H, max chunk rows) owns the cuBLASLt handle, descriptors, the algorithms (chosen once at
