@@ -88,9 +88,9 @@ DSV4_API const char *dsv4_context_arch(const dsv4_context *ctx);
  * lut is int32 [vocab_size, k]; outputs are [num_tokens, k]. num_tokens == 0 is a no-op.
  * Launch overlap (sm_90 and later): the kernel is launched with programmatic dependent launch, so its launch
  * may overlap the end of the kernel before it on the stream; it waits for that kernel to finish before it
- * reads or writes any memory, so every predecessor is safe (the token ids may be its output). It then lets
- * the next kernel launch early: a successor launched with PDL must wait on its grid dependency before it
- * reads topk_weights / topk_ids, as PDL requires of it anyway.
+ * reads or writes any memory, so every predecessor is safe (the token ids may be its output). Its blocks let
+ * the next kernel launch early once they are done: a successor launched with PDL must wait on its grid
+ * dependency before it reads topk_weights / topk_ids, as PDL requires of it anyway.
  * @return DSV4_OK; DSV4_ERR_INVALID_ARGUMENT (NULL pointer, negative count, k < 1, vocab_size < 1);
  *         DSV4_ERR_UNSUPPORTED (k > 16, vocab_size > 2^24); DSV4_ERR_NVRTC / DSV4_ERR_CUDA.
  */

@@ -42,7 +42,7 @@ dsv4_status dsv4_hash_router_enqueue(dsv4_context *ctx, CUstream stream, const i
   DSV4_TRY(dsv4_ctx_function(ctx, &spec, &fn));
   const int64_t total = num_tokens * k;
   const int block = 256;
-  int64_t grid = ((total + 3) / 4 + block - 1) / block;  /* 4 outputs per thread */
+  int64_t grid = ((total + 1) / 2 + block - 1) / block;  /* 2 outputs per thread */
   const int64_t max_grid = (int64_t)ctx->sm_count * 16;
   if (grid > max_grid) grid = max_grid;
   void *args[] = {&token_ids, &num_tokens, &lut, &vocab_size, &weight, &topk_weights, &topk_ids, &err_count};
