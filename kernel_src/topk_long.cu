@@ -227,6 +227,7 @@ __global__ void __launch_bounds__(NT)
         const tl_u64 y = __shfl_xor_sync(kTlFull, mx, d);
         mx = y > mx ? y : mx;
       }
+      static_assert((NT / 32) * 8 <= (int)sizeof(ctl->sums[0]), "a warp maximum each in ctl->sums[0]");
       if (lane == 0) reinterpret_cast<tl_u64*>(ctl->sums[0])[warp] = mx;
       for (int b = tid; b < (KP > NT ? KP : NT); b += NT) hist[b] = 0u;
     }
@@ -263,8 +264,10 @@ __global__ void __launch_bounds__(NT)
       }
     } else {
       // slot = the number of larger keys among all: buckets over the copies; this block writes its range of slots.
-      // Every key is at or above the start of the select's last boundary bin.
-      const tl_u64 mn = lv.pp | ((tl_u64)lv.b << lv.sh);
+      // Every key is at or above the start of the select's last boundary bin, and has bits 31..20 set (~column,
+      // columns < 2^20): without them the bound sat 2^32 below keys of one value (a select ending at level 4 or
+      // 5), and every key fell in the top bucket.
+      const tl_u64 mn = lv.pp | ((tl_u64)lv.b << lv.sh) | 0xfff00000ull;
       tl_bucket_place<NT, KP>(copies, total, mn, scat, hist,
                               reinterpret_cast<tl_u64*>(ctl->sums[0]), ov, oi, prow, k, cl, rank);
     }

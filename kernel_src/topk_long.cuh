@@ -879,7 +879,8 @@ __device__ __forceinline__ void tl_sort_list(tl_u64* s, int nr, unsigned char* s
 // does) and writes its range of slots from the sorted keys.
 // The caller knows the bounds on its way here: mn <= every key (the start of the select's last boundary bin: no
 // pass for the minimum), and the largest key is the largest of red[0, NT / 32) (each warp's, from the copies).
-// scat: KP entries of shared scratch; bh: NB counters, zero; red: 2 * NT / 32 words of 8 bytes (shared).
+// scat: KP entries of shared scratch; bh: NB counters, zero; red: NT / 32 words of 8 bytes (shared; reused as
+// 2 * NT / 32 words of 4).
 // Block-uniform; synchronises the block (the caller before: `all`, bh and red complete).
 template <int NT, int KP>
 __device__ __noinline__ void tl_bucket_place(const tl_u64* all, int total, tl_u64 mn, tl_u64* scat,

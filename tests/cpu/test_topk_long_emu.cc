@@ -49,9 +49,9 @@ static bool exhaustive() {
 }
 
 /* ---------------- inputs ---------------- */
-enum { RANDOM, TIES, SPECIAL, EQUAL, ALLNAN, HALFNAN, FEWFINITE, ASC, DESC, ZEROS, NARROW, CUTTIES, INF, BELL, NMODES };
+enum { RANDOM, TIES, SPECIAL, EQUAL, ALLNAN, HALFNAN, FEWFINITE, ASC, DESC, ZEROS, NARROW, CUTTIES, INF, BELL, SPREAD, NMODES };
 static const char* const k_mode_names[NMODES] = {"random", "ties", "special", "equal", "allnan", "halfnan", "fewfinite",
-                                                 "asc", "desc", "zeros", "narrow", "cutties", "inf", "bell"};
+                                                 "asc", "desc", "zeros", "narrow", "cutties", "inf", "bell", "spread"};
 
 static float unif(uint64_t* s) { return (float)((double)(test_rand(s) >> 11) / 9007199254740992.0); }
 
@@ -80,6 +80,7 @@ static float gen(int mode, int64_t col, uint64_t* s) {
     case NARROW: return 1.0f + unif(s) * 0.001f;
     case CUTTIES: return test_rand(s) % 4 == 0 ? 2.0f : (unif(s) - 0.5f);
     case INF: return test_rand(s) % 3 == 0 ? INFINITY : test_rand(s) % 2 ? -INFINITY : 1.0f;
+    case SPREAD: return col % 66 == 0 ? 10.0f : (unif(s) - 0.5f);   /* one value, spread over the row */
     default: {   /* BELL: a sum of 4 uniforms */
       float a = 0.0f;
       for (int i = 0; i < 4; ++i) a += unif(s) - 0.5f;
@@ -309,6 +310,23 @@ static void test_real_blocks(void** state) {
 /* The shapes of the GPU test test_forced_shapes (tests/topk_long_shapes.h, the same loops and case list), run
  * here first: the kernel's logic on exactly those launch shapes and shared-memory sizes. Every 7th case by
  * default (they are the largest blocks here), all of them with DSV4_TEST_EXHAUSTIVE=1. */
+/* One value every 66 columns above a spread of small ones: the k survivors are mostly copies of that value, so the
+ * select runs to the column digits (level 4, a split boundary there with buckets) and the placement buckets keys
+ * of one value by column (the bound from the select keeps them apart: all in one bucket would make every block
+ * sort instead, the same output). */
+static void test_spread_ties(void** state) {
+  (void)state;
+  const int c0 = g_cases, f0 = g_failures;
+  uint64_t seed = 9000;
+  for (int cl : {2, 4, 8})
+    for (int pool = 0; pool < TOPK_LONG_POOL_KINDS; ++pool)
+      for (int k : {70, 100, 110}) {
+        run_case(2, 8000, 8000, 0, k, SPREAD, forced_shape(8000, k, 64, cl, pool, 1), seed++);
+        run_case(1, 8000, 8000, 0, k, SPREAD, forced_shape(8000, k, 128, cl, pool, 1), seed++);
+      }
+  report("one value spread over the row (level-4 ends)", c0, f0);
+}
+
 static void test_gpu_forced_shapes(void** state) {
   (void)state;
   const int c0 = g_cases, f0 = g_failures;
@@ -359,7 +377,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_small_blocks),  cmocka_unit_test(test_k_near_cols), cmocka_unit_test(test_row_loops),
       cmocka_unit_test(test_large_k),       cmocka_unit_test(test_real_blocks), cmocka_unit_test(test_gpu_forced_shapes),
-      cmocka_unit_test(test_planner_shapes),
+      cmocka_unit_test(test_planner_shapes), cmocka_unit_test(test_spread_ties),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
