@@ -184,6 +184,9 @@ dsv4_status dsv4_router_prepare(dsv4_router *r, int64_t max_tokens) {
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->logits, 0, (size_t)rows * c->num_experts);
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemAlloc(&r->err_count, sizeof(int32_t));
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->err_count, 0, 1);
+  /* A memset of device memory may return before it is done: a forward on another stream right after this call
+   * would count into the old value and its count be lost. */
+  if (e == CUDA_SUCCESS) e = r->ctx->drv->cuCtxSynchronize();
   if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "dsv4_router_prepare: workspace");
   if (s == DSV4_OK && needs_gemm(c) && max_tokens > r->decode_max)
     s = dsv4_gate_gemm_plan_create(r->ctx, c->num_experts, c->hidden_size, (int32_t)chunk, &r->gemm);
@@ -266,6 +269,9 @@ int64_t dsv4_router_take_error_count(dsv4_router *r) {
   CUresult e = r->ctx->drv->cuCtxSynchronize();
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemcpyDtoH(&count, r->err_count, sizeof count);
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->err_count, 0, 1);
+  /* A memset of device memory may return before it is done: a forward on another stream right after this call
+   * would count into the old value and its count be lost. */
+  if (e == CUDA_SUCCESS) e = r->ctx->drv->cuCtxSynchronize();
   dsv4_ctx_leave(r->ctx, pushed);
   if (e != CUDA_SUCCESS) {
     dsv4_cu_fail(e, "dsv4_router_take_error_count");

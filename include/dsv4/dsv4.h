@@ -90,7 +90,7 @@ DSV4_API const char *dsv4_context_arch(const dsv4_context *ctx);
  * may overlap the end of the kernel before it on the stream; it waits for that kernel to finish before it
  * reads or writes any memory, so every predecessor is safe (the token ids may be its output). Its blocks let
  * the next kernel launch early once they are done: a successor launched with PDL must wait on its grid
- * dependency before it reads topk_weights / topk_ids, as PDL requires of it anyway.
+ * dependency before it reads or writes topk_weights / topk_ids, as PDL requires of it anyway.
  * @return DSV4_OK; DSV4_ERR_INVALID_ARGUMENT (NULL pointer, negative count, k < 1, vocab_size < 1);
  *         DSV4_ERR_UNSUPPORTED (k > 16, vocab_size > 2^24); DSV4_ERR_NVRTC / DSV4_ERR_CUDA.
  */
@@ -182,8 +182,8 @@ DSV4_API dsv4_status dsv4_router_prepare(dsv4_router *r, int64_t max_tokens);
  *  not write the gate weight (weights written by a copy, or by any earlier kernel, are safe). In hash mode
  *  with uniform weights the one kernel is PDL-launched too, but touches no memory before the kernel before
  *  it has finished: any predecessor is safe. The last kernel lets the next kernel on the stream launch
- *  early the same way: a successor launched with PDL must wait on its grid dependency before it reads
- *  topk_weights / topk_ids, as PDL requires of it anyway.
+ *  early the same way: a successor launched with PDL must wait on its grid dependency before it reads or
+ *  writes topk_weights / topk_ids, as PDL requires of it anyway.
  *  @return DSV4_OK; DSV4_ERR_INVALID_ARGUMENT (NULL pointer, N < 0, N > prepared max_tokens, not prepared). */
 DSV4_API dsv4_status dsv4_router_forward(dsv4_router *r, CUstream stream, const void *hidden_bf16,
     const int32_t *token_ids, int64_t num_tokens, float *topk_weights, int32_t *topk_ids);
