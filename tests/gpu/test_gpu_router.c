@@ -321,6 +321,65 @@ static void test_back_to_back_decode(void **state) {
   }
 }
 
+/* dsv4_hash_router reading, as its token ids, the topk_ids a dense decode forward wrote just before it on the same
+ * stream. The decode path's routing kernel lets its PDL dependents launch before it writes its outputs, and the
+ * hash router is PDL-launched: this checks that the hash router waits for it before reading (a read too early sees
+ * the poison: an out-of-range token, expert 0 with weight 0). Eager and in a graph, several rounds each. */
+static void test_hash_router_behind_decode(void **state) {
+  (void)state;
+  enum { ROUNDS = 6 };
+  dsv4_router_config c;
+  dsv4_router_config_preset("v4-pro", DSV4_ROUTER_DENSE, &c);
+  const int64_t n = 64, k = c.top_k, E = c.num_experts, nk = n * k;
+  model m;
+  model_init(&m, &c, n, 61);
+  dsv4_router *r = make_router(&m, n, -1);
+  int32_t *lut = malloc(4 * (size_t)E), *ids = malloc(4 * (size_t)nk), *hids = malloc(4 * (size_t)nk);
+  float *w = malloc(4 * (size_t)nk), *hw = malloc(4 * (size_t)nk);
+  for (int64_t v = 0; v < E; ++v) lut[v] = (int32_t)((v * 37 + 11) % E);   /* vocab = E, one slot a token */
+  CUdeviceptr d_lut = gpu_alloc(4 * (size_t)E), d_hw = gpu_alloc(4 * (size_t)nk), d_hids = gpu_alloc(4 * (size_t)nk);
+  gpu_upload(d_lut, lut, 4 * (size_t)E);
+  run(r, &m, NULL, 0, n, w, ids);   /* the forward alone: the hash router's token ids */
+  check_many(&m, 0, n, w, ids);
+  CUstream s;
+  GPU_CHECK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+  for (int graph = 0; graph < 2; ++graph)
+    for (int round = 0; round < ROUNDS; ++round) {
+      gpu_poison(m.dout_ids, 4 * (size_t)nk);
+      gpu_poison(d_hids, 4 * (size_t)nk);
+      gpu_poison(d_hw, 4 * (size_t)nk);
+      CUgraph g = NULL;
+      if (graph) GPU_CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
+      dsv4_status st = dsv4_router_forward(r, s, (const void *)m.dx, NULL, n, (float *)m.dout_w, (int32_t *)m.dout_ids);
+      if (st == DSV4_OK)
+        st = dsv4_hash_router(g_ctx, s, (const int32_t *)m.dout_ids, nk, (const int32_t *)d_lut, (int32_t)E, 1,
+                              (float *)d_hw, (int32_t *)d_hids);
+      if (graph) {
+        GPU_CHECK(cuStreamEndCapture(s, &g));
+        assert_int_equal(st, DSV4_OK);
+        CUgraphExec ge;
+        GPU_CHECK(cuGraphInstantiate(&ge, g, 0));
+        GPU_CHECK(cuGraphLaunch(ge, s));
+        GPU_CHECK(cuStreamSynchronize(s));
+        GPU_CHECK(cuGraphExecDestroy(ge));
+        GPU_CHECK(cuGraphDestroy(g));
+      }
+      assert_int_equal(st, DSV4_OK);
+      GPU_CHECK(cuStreamSynchronize(s));
+      gpu_download(hids, d_hids, 4 * (size_t)nk);
+      gpu_download(hw, d_hw, 4 * (size_t)nk);
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < nk; ++i) wrong += hids[i] != lut[ids[i]] || hw[i] != 1.0f;
+      if (wrong) fail_msg("hash router behind a decode forward (%s, round %d): %lld of %lld outputs wrong",
+                          graph ? "graph" : "eager", round, (long long)wrong, (long long)nk);
+    }
+  GPU_CHECK(cuStreamDestroy(s));
+  gpu_free(d_lut), gpu_free(d_hw), gpu_free(d_hids);
+  free(lut), free(ids), free(hids), free(w), free(hw);
+  dsv4_router_destroy(r);
+  model_free(&m);
+}
+
 static void test_hash_modes_and_error_count(void **state) {
   (void)state;
   dsv4_router_config c;
@@ -454,6 +513,7 @@ int main(void) {
       cmocka_unit_test(test_determinism_and_batch_invariance),
       cmocka_unit_test(test_graph_capture),
       cmocka_unit_test(test_back_to_back_decode),
+      cmocka_unit_test(test_hash_router_behind_decode),
       cmocka_unit_test(test_hash_modes_and_error_count),
       cmocka_unit_test(test_safetensors_round_trip),
   };
