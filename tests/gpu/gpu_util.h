@@ -56,6 +56,18 @@ static void gpu_poison(CUdeviceptr p, size_t bytes) {
   GPU_CHECK(cuCtxSynchronize());
 }
 static void gpu_sync(void) { GPU_CHECK(cuCtxSynchronize()); }
+/* Ends the capture begun on stream s, instantiates the graph, replays it `reps` times on s, waits for it and
+ * frees it. */
+static void gpu_graph_replay(CUstream s, int reps) {
+  CUgraph g = NULL;
+  CUgraphExec ge = NULL;
+  GPU_CHECK(cuStreamEndCapture(s, &g));
+  GPU_CHECK(cuGraphInstantiate(&ge, g, 0));
+  for (int rep = 0; rep < reps; ++rep) GPU_CHECK(cuGraphLaunch(ge, s));
+  GPU_CHECK(cuStreamSynchronize(s));
+  GPU_CHECK(cuGraphExecDestroy(ge));
+  GPU_CHECK(cuGraphDestroy(g));
+}
 
 /* The body of a GPU test binary's main after DSV4_GPU_TEST_OR_SKIP(ctxp): names the device, makes the context
  * current, runs the cmocka group `tests` and releases the context; returns from main with cmocka's status. */

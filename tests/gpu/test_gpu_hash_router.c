@@ -153,25 +153,14 @@ static void test_chained_calls(void **state) {
     gpu_upload(d_buf[0], tok, 4 * (size_t)n);
     gpu_poison(d_buf[1], 4 * (size_t)n);
     gpu_poison(d_w, 4 * (size_t)n);
-    CUgraph g = NULL;
     if (graph) GPU_CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
     dsv4_status st = DSV4_OK;
     for (int step = 0; step < STEPS && st == DSV4_OK; ++step)
       st = dsv4_hash_router(g_ctx, s, (const int32_t *)d_buf[step & 1], n, (const int32_t *)d_lut, vocab, 1,
                             (float *)d_w, (int32_t *)d_buf[(step + 1) & 1]);
-    if (graph) {
-      GPU_CHECK(cuStreamEndCapture(s, &g));
-      assert_int_equal(st, DSV4_OK);
-      CUgraphExec ge;
-      GPU_CHECK(cuGraphInstantiate(&ge, g, 0));
-      GPU_CHECK(cuGraphLaunch(ge, s));
-      GPU_CHECK(cuStreamSynchronize(s));
-      GPU_CHECK(cuGraphExecDestroy(ge));
-      GPU_CHECK(cuGraphDestroy(g));
-    } else {
-      assert_int_equal(st, DSV4_OK);
-      GPU_CHECK(cuStreamSynchronize(s));
-    }
+    if (graph) gpu_graph_replay(s, 1);
+    assert_int_equal(st, DSV4_OK);
+    GPU_CHECK(cuStreamSynchronize(s));
     /* STEPS is even: the last step wrote buffer 0, the one before it buffer 1. */
     for (int step = 0; step < STEPS; ++step) {
       oracle_hash_uniform(tok, n, lut, vocab, 1, 1.0, rw, ref);

@@ -231,21 +231,14 @@ static void test_graph_capture(void **state) {
     run(r, &m, s, 0, n, we, ie);
     gpu_poison(m.dout_w, 4 * (size_t)(n * 6));
     gpu_poison(m.dout_ids, 4 * (size_t)(n * 6));
-    CUgraph g;
-    CUgraphExec ge;
     GPU_CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
     dsv4_status st = dsv4_router_forward(r, s, (const void *)m.dx, NULL, n, (float *)m.dout_w, (int32_t *)m.dout_ids);
-    GPU_CHECK(cuStreamEndCapture(s, &g));
+    gpu_graph_replay(s, 3);
     assert_int_equal(st, DSV4_OK);
-    GPU_CHECK(cuGraphInstantiate(&ge, g, 0));
-    for (int rep = 0; rep < 3; ++rep) GPU_CHECK(cuGraphLaunch(ge, s));
-    GPU_CHECK(cuStreamSynchronize(s));
     gpu_download(wg, m.dout_w, 4 * (size_t)(n * 6));
     gpu_download(ig, m.dout_ids, 4 * (size_t)(n * 6));
     assert_memory_equal(we, wg, 4 * (size_t)(n * 6));
     assert_memory_equal(ie, ig, 4 * (size_t)(n * 6));
-    GPU_CHECK(cuGraphExecDestroy(ge));
-    GPU_CHECK(cuGraphDestroy(g));
   }
   GPU_CHECK(cuStreamDestroy(s));
   dsv4_router_destroy(r);
@@ -283,7 +276,6 @@ static void test_back_to_back_decode(void **state) {
         const int pdl = variant < 2, graph = variant & 1;
         assert_int_equal(dsv4_router_set_pdl(r, pdl), DSV4_OK);
         gpu_poison(outs, 2 * 4 * (size_t)(CALLS * per));
-        CUgraph g = NULL;
         if (graph) GPU_CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
         dsv4_status st = DSV4_OK;
         for (int call = 0; call < CALLS && st == DSV4_OK; ++call)
@@ -291,15 +283,7 @@ static void test_back_to_back_decode(void **state) {
                                    (const int32_t *)(m.dtok + 4 * (size_t)(3 * call)), n,
                                    (float *)(outs + 4 * (size_t)(call * per)),
                                    (int32_t *)(outs + 4 * (size_t)(CALLS * per + call * per)));
-        if (graph) {
-          GPU_CHECK(cuStreamEndCapture(s, &g));
-          CUgraphExec ge;
-          GPU_CHECK(cuGraphInstantiate(&ge, g, 0));
-          for (int rep = 0; rep < 3; ++rep) GPU_CHECK(cuGraphLaunch(ge, s));
-          GPU_CHECK(cuStreamSynchronize(s));
-          GPU_CHECK(cuGraphExecDestroy(ge));
-          GPU_CHECK(cuGraphDestroy(g));
-        }
+        if (graph) gpu_graph_replay(s, 3);
         assert_int_equal(st, DSV4_OK);
         GPU_CHECK(cuStreamSynchronize(s));
         gpu_download(got_w, outs, 4 * (size_t)(CALLS * per));
@@ -348,22 +332,12 @@ static void test_hash_router_behind_decode(void **state) {
       gpu_poison(m.dout_ids, 4 * (size_t)nk);
       gpu_poison(d_hids, 4 * (size_t)nk);
       gpu_poison(d_hw, 4 * (size_t)nk);
-      CUgraph g = NULL;
       if (graph) GPU_CHECK(cuStreamBeginCapture(s, CU_STREAM_CAPTURE_MODE_GLOBAL));
       dsv4_status st = dsv4_router_forward(r, s, (const void *)m.dx, NULL, n, (float *)m.dout_w, (int32_t *)m.dout_ids);
       if (st == DSV4_OK)
         st = dsv4_hash_router(g_ctx, s, (const int32_t *)m.dout_ids, nk, (const int32_t *)d_lut, (int32_t)E, 1,
                               (float *)d_hw, (int32_t *)d_hids);
-      if (graph) {
-        GPU_CHECK(cuStreamEndCapture(s, &g));
-        assert_int_equal(st, DSV4_OK);
-        CUgraphExec ge;
-        GPU_CHECK(cuGraphInstantiate(&ge, g, 0));
-        GPU_CHECK(cuGraphLaunch(ge, s));
-        GPU_CHECK(cuStreamSynchronize(s));
-        GPU_CHECK(cuGraphExecDestroy(ge));
-        GPU_CHECK(cuGraphDestroy(g));
-      }
+      if (graph) gpu_graph_replay(s, 1);
       assert_int_equal(st, DSV4_OK);
       GPU_CHECK(cuStreamSynchronize(s));
       gpu_download(hids, d_hids, 4 * (size_t)nk);
