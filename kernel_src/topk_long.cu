@@ -181,7 +181,7 @@ __global__ void __launch_bounds__(NT)
     tl_u32* ranks = reinterpret_cast<tl_u32*>(pool + 8 * KP);   // counting
     tl_u64* scat = reinterpret_cast<tl_u64*>(pool + 8 * KP);    // buckets
     int total = 0;
-    tl_u64 mx = 0ull;   // the largest key this thread copies (buckets)
+    tl_u64 mx = 0ull;   // the largest key this thread copies (buckets; the maybe keys are below every copy)
     {
       constexpr int NW = NT / 32;
       const int wpl = NW / cl >= 1 ? NW / cl : 1;
@@ -215,9 +215,7 @@ __global__ void __launch_bounds__(NT)
       int c = 0;
       while (c + 1 < cl && (int)ctl->moffs[c + 1] <= j) ++c;
       const int jj = j - (int)ctl->moffs[c];
-      const tl_u64 x = jj < kTlMaybeMax ? tl_peer(ctl, (tl_u32)c)->maybe[jj] : 0ull;   // the guard: memory only
-      scat[j] = x;
-      mx = x > mx ? x : mx;
+      scat[j] = jj < kTlMaybeMax ? tl_peer(ctl, (tl_u32)c)->maybe[jj] : 0ull;   // the guard: memory only
     }
     if (!counting) {
       // The placement's inputs beside the keys: each warp's largest key (red), and its bucket counters zeroed (hist:

@@ -183,10 +183,7 @@ dsv4_status dsv4_router_prepare(dsv4_router *r, int64_t max_tokens) {
    * the prefill logits otherwise. */
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->logits, 0, (size_t)rows * c->num_experts);
   if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemAlloc(&r->err_count, sizeof(int32_t));
-  if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->err_count, 0, 1);
-  /* A memset of device memory may return before it is done: a forward on another stream right after this call
-   * would count into the old value and its count be lost. */
-  if (e == CUDA_SUCCESS) e = r->ctx->drv->cuCtxSynchronize();
+  if (e == CUDA_SUCCESS) e = r->ctx->drv->cuMemsetD32(r->err_count, 0, 1);   /* done by the sync below */
   if (e != CUDA_SUCCESS) s = dsv4_cu_fail(e, "dsv4_router_prepare: workspace");
   if (s == DSV4_OK && needs_gemm(c) && max_tokens > r->decode_max)
     s = dsv4_gate_gemm_plan_create(r->ctx, c->num_experts, c->hidden_size, (int32_t)chunk, &r->gemm);

@@ -198,8 +198,8 @@ DSV4_API void dsv4_router_destroy(dsv4_router *r);
 DSV4_API dsv4_status dsv4_router_set_decode_max_tokens(dsv4_router *r, int32_t n);
 /** Launch overlap of the decode path and of uniform hash routing (see dsv4_router_forward): 1 (the default)
  *  or 0 (plain launches for the first kernel: for an engine whose kernel just before forward writes the gate
- *  weight). The results are the
- *  same bits either way. May be called at any time between forward calls (dsv4 addition).
+ *  weight). The results are the same bits either way. May be called at any time between forward calls (dsv4
+ *  addition).
  *  @return DSV4_OK or DSV4_ERR_INVALID_ARGUMENT ('r' NULL, 'enable' not 0 or 1). */
 DSV4_API dsv4_status dsv4_router_set_pdl(dsv4_router *r, int32_t enable);
 
