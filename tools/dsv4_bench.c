@@ -43,7 +43,8 @@ static bool want(const char *name) {
   } while (0)
 
 static void row(const char *name, const char *target, const dsv4_timing *t, const char *extra) {
-  printf("%-34s %9.2f %9.2f %9.2f  %-14s %s\n", name, t->graph_us, t->stream_us, t->cold_us, target, extra);
+  printf("%-34s %9.2f %9.2f %9.2f %9.2f  %-14s %s\n", name, t->graph_us, t->stream_us, t->cold_us, t->cold_bb_us,
+         target, extra);
 }
 
 /* ---- hash router ---- */
@@ -647,11 +648,14 @@ int main(int argc, char **argv) {
   printf("dsv4-bench %s on %s (%s, %d SMs, %d MB L2), driver %d\n", dsv4_version(), ctx->name, ctx->arch,
          ctx->sm_count, ctx->l2_bytes >> 20, drv->driver_version);
   printf("per call: median over %d reps of %d back-to-back calls (graph replay, and plain stream launches);\n"
-         "cold-L2: one call after overwriting %d MB, median of %d\n\n", g_reps, g_calls, ctx->l2_bytes * 4 >> 20, g_reps);
+         "cold-L2: one call after overwriting %d MB, median of %d; cold bb: back to back in a graph, L2 overwritten\n"
+         "before each call (a graph of flush + call against one of flushes alone, paired, the difference)\n\n",
+         g_reps, g_calls, ctx->l2_bytes * 4 >> 20, g_reps);
   double gbps = 0;
   CHECK(dsv4_copy_bandwidth(drv, stream, (size_t)1 << 30, 10, &gbps));
   printf("floor: device copy bandwidth %.0f GB/s (read + write, 1 GiB)\n\n", gbps);
-  printf("%-34s %9s %9s %9s  %-14s %s\n", "workload", "graph us", "stream us", "cold us", "target", "effective");
+  printf("%-34s %9s %9s %9s %9s  %-14s %s\n", "workload", "graph us", "stream us", "cold us", "cold bb", "target",
+         "effective");
   if (want("hash")) {
     bench_hash(ctx, stream, 1);
     bench_hash(ctx, stream, 4096);

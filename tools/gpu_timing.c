@@ -35,6 +35,23 @@ static dsv4_status capture(const dsv4_driver *drv, CUstream stream, dsv4_launch_
   return s;
 }
 
+/* One L2 flush (a write of a buffer larger than L2), then fn unless `call` is false. */
+typedef struct flush_call {
+  const dsv4_driver *drv;
+  dsv4_launch_fn fn;
+  void *user;
+  CUdeviceptr buf;
+  size_t bytes;
+  bool call;
+} flush_call;
+
+static dsv4_status flush_launch(void *user, CUstream stream) {
+  flush_call *f = user;
+  const dsv4_driver *drv = f->drv;
+  CU(cuMemsetD32Async(f->buf, 0x5a5a5a5au, f->bytes / 4, stream), "cuMemsetD32Async(flush)");
+  return f->call ? f->fn(f->user, stream) : DSV4_OK;
+}
+
 dsv4_status dsv4_time_launches(const dsv4_driver *drv, CUstream stream, dsv4_launch_fn fn, void *user, int calls,
                                int reps, size_t flush_bytes, dsv4_timing *out) {
   CUevent a, b;
@@ -82,6 +99,17 @@ dsv4_status dsv4_time_launches(const dsv4_driver *drv, CUstream stream, dsv4_lau
     if (s == DSV4_OK) s = elapsed_us(drv, a, b, &t[i]);
   }
   if (s == DSV4_OK) out->cold_us = dsv4_median(t, reps);
+  /* Cold L2 back to back: (flush, call) pairs against flushes alone, in graphs, paired. The flushes' dirty lines
+   * that a call's misses evict would be written back by the next flush anyway, so the difference charges the
+   * call with its own traffic. Fewer calls a graph than warm: each flush writes flush_bytes. */
+  out->cold_bb_us = 0.0;
+  if (s == DSV4_OK) {
+    flush_call with = {drv, fn, user, flush, flush_bytes, true}, without = {drv, fn, user, flush, flush_bytes, false};
+    double a_us = 0, b_us = 0, ratio = 0;
+    s = dsv4_time_pair(drv, stream, flush_launch, &with, flush_launch, &without, calls < 50 ? calls : 50, reps, &a_us,
+                       &b_us, &ratio);
+    if (s == DSV4_OK) out->cold_bb_us = a_us - b_us;
+  }
   if (flush) drv->cuMemFree(flush);
   free(t);
   drv->cuEventDestroy(a);

@@ -10,10 +10,12 @@ typedef struct dsv4_timing {
   double graph_us;    /* per call: median over replays of a graph of `calls` back-to-back launches */
   double stream_us;   /* per call: `calls` plain launches back to back on a stream, median over reps */
   double cold_us;     /* one call after flushing L2 (writing a buffer larger than L2), median */
+  double cold_bb_us;  /* per call, back to back with L2 flushed before each: a graph of (flush, call) pairs
+                         against one of flushes alone, paired (dsv4_time_pair), the difference of the two */
 } dsv4_timing;
 
 /* Times fn: warm (graph and stream, `calls` back to back, `reps` repetitions) and cold-L2 (`reps` calls,
- * each after a flush of flush_bytes). */
+ * each after a flush of flush_bytes; and back to back in a graph, flushed before each call). */
 dsv4_status dsv4_time_launches(const dsv4_driver *drv, CUstream stream, dsv4_launch_fn fn, void *user, int calls,
                                int reps, size_t flush_bytes, dsv4_timing *out);
 
