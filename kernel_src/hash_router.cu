@@ -3,7 +3,7 @@
 // *err_count (if not NULL); the table is never read out of bounds.
 //
 // The output is a flat [num_tokens * K] array; each thread writes 2 consecutive elements with 8-byte
-// stores when both outputs are 16-byte aligned (scalar stores otherwise), so writes are fully coalesced.
+// stores when both outputs are 8-byte aligned (scalar stores otherwise), so writes are fully coalesced.
 // (4 elements a thread with 16-byte stores, and whole tokens a thread, were measured slower on H100 at
 // 65536 tokens: 2.78 and 3.8 us against 2.6 us with plain launches; the time goes to the gathers' latency,
 // and more threads keep more of them in flight.) Token ids are read through L1 (each is shared by K
@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(256) hash_router(const int* __restrict__ token
   const i64 stride = (i64)gridDim.x * blockDim.x;
   const i64 first = (i64)blockIdx.x * blockDim.x + threadIdx.x;
   const bool vec = ((reinterpret_cast<unsigned long long>(topk_weights) |
-                     reinterpret_cast<unsigned long long>(topk_ids)) & 15ull) == 0;
+                     reinterpret_cast<unsigned long long>(topk_ids)) & 7ull) == 0;
   if (vec) {
     const i64 groups = total / 2;
     for (i64 g = first; g < groups; g += stride) {

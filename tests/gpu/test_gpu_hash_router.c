@@ -97,33 +97,38 @@ static void test_streams_and_odd_sizes(void **state) {
   gpu_free(d_tok), gpu_free(d_lut), gpu_free(d_w), gpu_free(d_ids);
 }
 
-/* Outputs that are not 16-byte aligned take the scalar path; results must be the same. */
+/* Outputs 4 bytes past a 16-byte boundary take the scalar path, 8 bytes past it the 8-byte stores; the results
+ * must be the same, and nothing around the outputs is touched. */
 static void test_unaligned_outputs(void **state) {
   (void)state;
   const int64_t n = 333;
   const int32_t k = 6, vocab = 1000;
-  static int32_t lut[6000], tok[333], ids[2000], rids[2000];
-  static float w[2000];
+  static int32_t lut[6000], tok[333], ids[2004], rids[2000];
+  static float w[2004];
   static double rw[2000];
   for (int i = 0; i < 6000; ++i) lut[i] = (i * 31) % 256;
   for (int i = 0; i < n; ++i) tok[i] = (i * 97) % 1003;  /* a few >= vocab */
-  CUdeviceptr d_tok = gpu_alloc(sizeof tok), d_lut = gpu_alloc(sizeof lut), d_w = gpu_alloc(8 + 4 * n * k),
-              d_ids = gpu_alloc(8 + 4 * n * k);
+  oracle_hash_uniform(tok, n, lut, vocab, k, 1.0 / k, rw, rids);
+  const size_t bytes = 16 + 4 * (size_t)(n * k);
+  CUdeviceptr d_tok = gpu_alloc(sizeof tok), d_lut = gpu_alloc(sizeof lut), d_w = gpu_alloc(bytes),
+              d_ids = gpu_alloc(bytes);
   gpu_upload(d_tok, tok, sizeof tok);
   gpu_upload(d_lut, lut, sizeof lut);
-  gpu_poison(d_w, 8 + 4 * n * k);
-  gpu_poison(d_ids, 8 + 4 * n * k);
-  assert_int_equal(dsv4_hash_router(g_ctx, NULL, (const int32_t *)d_tok, n, (const int32_t *)d_lut, vocab, k,
-                                    (float *)(d_w + 4), (int32_t *)(d_ids + 4)), DSV4_OK);
-  gpu_sync();
-  gpu_download(w, d_w, 8 + 4 * n * k);
-  gpu_download(ids, d_ids, 8 + 4 * n * k);
-  oracle_hash_uniform(tok, n, lut, vocab, k, 1.0 / k, rw, rids);
-  assert_int_equal(ids[0], -1);  /* the element before the output was not touched */
-  assert_int_equal(ids[n * k + 1], -1);
-  for (int i = 0; i < n * k; ++i) {
-    assert_int_equal(ids[i + 1], rids[i]);
-    assert_true((double)w[i + 1] == (double)(float)rw[i]);
+  for (int off = 1; off <= 2; ++off) {   /* in elements: 4 and 8 bytes */
+    gpu_poison(d_w, bytes);
+    gpu_poison(d_ids, bytes);
+    assert_int_equal(dsv4_hash_router(g_ctx, NULL, (const int32_t *)d_tok, n, (const int32_t *)d_lut, vocab, k,
+                                      (float *)(d_w + 4 * off), (int32_t *)(d_ids + 4 * off)), DSV4_OK);
+    gpu_sync();
+    gpu_download(w, d_w, bytes);
+    gpu_download(ids, d_ids, bytes);
+    for (int i = 0; i < off; ++i) assert_int_equal(ids[i], -1);  /* the elements before the output: untouched */
+    assert_int_equal(ids[n * k + off], -1);                       /* and the one after */
+    for (int i = 0; i < n * k; ++i) {
+      if (ids[i + off] != rids[i] || (double)w[i + off] != (double)(float)rw[i])
+        fail_msg("output offset %d bytes, element %d: id %d weight %g, the oracle %d %g", 4 * off, i, ids[i + off],
+                 (double)w[i + off], rids[i], rw[i]);
+    }
   }
   gpu_free(d_tok), gpu_free(d_lut), gpu_free(d_w), gpu_free(d_ids);
 }
