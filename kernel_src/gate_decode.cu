@@ -98,7 +98,12 @@ __device__ __forceinline__ void gate_tile(const unsigned char* w_lane, const uns
   for (int t = 0; t < NTT; ++t)
 #pragma unroll
     for (int j = 0; j < 4; ++j) acc[t][j][0] = acc[t][j][1] = acc[t][j][2] = acc[t][j][3] = 0.0f;
-#pragma unroll 1
+  // With one token tile the chunk pairs are unrolled x8 (a whole 512-wide split: the shared-memory loads are
+  // issued ahead of the MMA chains): H100, v4-pro router decode 4.46 -> 4.27 us at N = 1, 4.80 -> 4.62 at
+  // N = 8; NVRTC +23 ms on this kernel. Eight tiles stay rolled: x2 there gave N = 32 / 64 another 0.15-0.2 us
+  // (7.01 / 8.43 us) for +37 ms more of NVRTC, and the router's cold compile is at its 400 ms budget.
+  constexpr int kUnroll = NTT == 1 ? 8 : 1;
+#pragma unroll kUnroll
   for (int c = 0; c < chunks; c += 2) {
     gate_step<0, ROWB, NTT>(acc, w_lane, x_lane, c, nt);
     if (c + 1 < chunks) gate_step<1, ROWB, NTT>(acc, w_lane, x_lane, c + 1, nt);
