@@ -30,6 +30,12 @@ __global__ void __launch_bounds__(kSlabsMaxThreads)
   __shared__ __align__(16) float spay[route_slabs_pad<E>()];
   // The padding past E is zeroed once (route_token_slabs' barrier orders it before warp 0 reads it).
   for (int e = E + threadIdx.x; e < route_slabs_pad<E>(); e += blockDim.x) skey[e] = 0u, spay[e] = 0.0f;
+  // The bias lines are fetched into L2 (the point of coherence: a hint that can never show a stale value, even
+  // if the kernel before wrote the bias) before the wait, so that with L2 cold its read after the wait does
+  // not go to DRAM beside the slab loads.
+  if (bias != nullptr)
+    for (int e = threadIdx.x * 32; e < E; e += blockDim.x * 32)
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(bias + e));
 #if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
