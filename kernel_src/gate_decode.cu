@@ -101,7 +101,7 @@ __device__ __forceinline__ void gate_tile(const unsigned char* w_lane, const uns
   // With one token tile the chunk pairs are unrolled x8 (a whole 512-wide split: the shared-memory loads are
   // issued ahead of the MMA chains): H100, v4-pro router decode 4.46 -> 4.27 us at N = 1, 4.80 -> 4.62 at
   // N = 8; NVRTC +23 ms on this kernel. Eight tiles stay rolled: x2 there gave N = 32 / 64 another 0.15-0.2 us
-  // (7.01 / 8.43 us) for +37 ms more of NVRTC, and the router's cold compile is at its 400 ms budget.
+  // (7.01 / 8.43 us) for +37 ms more of NVRTC, and the router's cold compile is at or over its 400 ms budget.
   constexpr int kUnroll = NTT == 1 ? 8 : 1;
 #pragma unroll kUnroll
   for (int c = 0; c < chunks; c += 2) {
