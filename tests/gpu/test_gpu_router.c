@@ -469,6 +469,23 @@ static void test_forward_argument_checks(void **state) {
   assert_int_equal(dsv4_router_forward(r, NULL, NULL, NULL, 0, NULL, NULL), DSV4_OK);
   assert_status_names(dsv4_router_set_decode_max_tokens(r, 65), DSV4_ERR_INVALID_ARGUMENT, "'n'");
   dsv4_router_destroy(r);
+  /* Hash mode, both weightings: token_ids NULL or not 4-byte aligned. */
+  for (int uniform = 0; uniform <= 1; ++uniform) {
+    dsv4_router_config h;
+    dsv4_router_config_preset("v4-flash", DSV4_ROUTER_HASH, &h);
+    if (uniform) h.hash_weights = DSV4_HASH_WEIGHTS_UNIFORM;
+    assert_int_equal(dsv4_router_create(g_ctx, &h, &r), DSV4_OK);
+    assert_int_equal(dsv4_router_set_weights(r, uniform ? NULL : (const void *)m.dw, NULL, (const int32_t *)m.dlut),
+                     DSV4_OK);
+    assert_int_equal(dsv4_router_prepare(r, 8), DSV4_OK);
+    const void *x = uniform ? NULL : (const void *)m.dx;
+    assert_status_names(dsv4_router_forward(r, NULL, x, NULL, 8, w, ids), DSV4_ERR_INVALID_ARGUMENT, "token_ids");
+    assert_status_names(dsv4_router_forward(r, NULL, x, (const int32_t *)(m.dtok + 2), 8, w, ids),
+                        DSV4_ERR_INVALID_ARGUMENT, "token_ids");
+    assert_int_equal(dsv4_router_forward(r, NULL, x, (const int32_t *)m.dtok, 8, w, ids), DSV4_OK);
+    gpu_sync();
+    dsv4_router_destroy(r);
+  }
   dsv4_router_config bad = c;
   bad.top_k = 17;
   r = (dsv4_router *)0x1;
