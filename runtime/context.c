@@ -189,14 +189,11 @@ dsv4_status dsv4_ctx_functions(dsv4_context *ctx, const dsv4_kernel_spec *specs,
 }
 
 dsv4_status dsv4_launch(dsv4_context *ctx, CUfunction fn, unsigned grid, unsigned block, unsigned smem,
-                        CUstream stream, void **args, const char *what) {
-  DSV4_CU(ctx->drv, cuLaunchKernel(fn, grid, 1, 1, block, 1, 1, smem, stream, args, NULL), what);
-  return DSV4_OK;
-}
-
-dsv4_status dsv4_launch_pdl(dsv4_context *ctx, CUfunction fn, unsigned grid, unsigned block, unsigned smem,
-                            CUstream stream, void **args, const char *what) {
-  if (ctx->cc_major < 9) return dsv4_launch(ctx, fn, grid, block, smem, stream, args, what);
+                        CUstream stream, void **args, bool pdl, const char *what) {
+  if (!pdl || ctx->cc_major < 9) {
+    DSV4_CU(ctx->drv, cuLaunchKernel(fn, grid, 1, 1, block, 1, 1, smem, stream, args, NULL), what);
+    return DSV4_OK;
+  }
   CUlaunchAttribute attr;
   memset(&attr, 0, sizeof attr);
   attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;

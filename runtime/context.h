@@ -41,13 +41,11 @@ DSV4_INTERNAL dsv4_status dsv4_ctx_function(dsv4_context *ctx, const dsv4_kernel
 /* The same for n kernels, compiling the missing ones in parallel (dsv4_router_prepare, warm-up). */
 DSV4_INTERNAL dsv4_status dsv4_ctx_functions(dsv4_context *ctx, const dsv4_kernel_spec *specs, int n, CUfunction *out);
 
-/* Launches fn (ctx must be current). */
+/* Launches fn (ctx must be current); `what` names the launch in the error message. With pdl, on devices that
+ * have it (compute 9.0+), with programmatic dependent launch (PDL): fn may start before the previous kernel on
+ * the stream ends, and must run griddepcontrol.wait (cudaGridDependencySynchronize) before it reads what that
+ * kernel wrote. Without pdl, or on older devices, a plain launch. */
 DSV4_INTERNAL dsv4_status dsv4_launch(dsv4_context *ctx, CUfunction fn, unsigned grid, unsigned block,
-                                      unsigned smem, CUstream stream, void **args, const char *what);
-/* The same with programmatic dependent launch (PDL) on devices that have it (compute 9.0+): fn may start
- * before the previous kernel on the stream ends; fn must call cudaGridDependencySynchronize()
- * (griddepcontrol.wait) before reading what that kernel wrote. Elsewhere a plain launch. */
-DSV4_INTERNAL dsv4_status dsv4_launch_pdl(dsv4_context *ctx, CUfunction fn, unsigned grid, unsigned block,
-                                          unsigned smem, CUstream stream, void **args, const char *what);
+                                      unsigned smem, CUstream stream, void **args, bool pdl, const char *what);
 
 #endif

@@ -92,10 +92,8 @@ dsv4_status dsv4_activation_topk_enqueue(dsv4_context *ctx, CUstream stream, con
   void **args = slabs ? args_slabs : args_one;
   bool pushed = false;
   DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
-  const char *what = slabs ? (pdl ? "launching activation_topk_slabs (PDL)" : "launching activation_topk_slabs")
-                           : (pdl ? "launching activation_topk (PDL)" : "launching activation_topk");
-  dsv4_status s = pdl ? dsv4_launch_pdl(ctx, fn, (unsigned)grid, block, 0, stream, args, what)
-                      : dsv4_launch(ctx, fn, (unsigned)grid, block, 0, stream, args, what);
+  dsv4_status s = dsv4_launch(ctx, fn, (unsigned)grid, block, 0, stream, args, pdl,
+                              slabs ? "launching activation_topk_slabs" : "launching activation_topk");
   dsv4_ctx_leave(ctx, pushed);
   return s;
 }

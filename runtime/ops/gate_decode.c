@@ -141,8 +141,7 @@ static dsv4_status launch(dsv4_context *ctx, CUfunction fn, CUstream stream, con
   }
   int n = (int)num_tokens;
   void *args[] = {&x, &n, &w, &partials};
-  return pdl ? dsv4_launch_pdl(ctx, fn, plan.grid, plan.block, plan.smem, stream, args, "launching gate_decode")
-             : dsv4_launch(ctx, fn, plan.grid, plan.block, plan.smem, stream, args, "launching gate_decode");
+  return dsv4_launch(ctx, fn, plan.grid, plan.block, plan.smem, stream, args, pdl, "launching gate_decode");
 }
 
 dsv4_status dsv4_gate_decode_enqueue_ex(dsv4_context *ctx, CUstream stream, const void *x, int64_t num_tokens,

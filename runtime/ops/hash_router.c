@@ -48,8 +48,7 @@ dsv4_status dsv4_hash_router_enqueue(dsv4_context *ctx, CUstream stream, const i
   void *args[] = {&token_ids, &num_tokens, &lut, &vocab_size, &weight, &topk_weights, &topk_ids, &err_count};
   bool pushed = false;
   DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
-  dsv4_status s = pdl ? dsv4_launch_pdl(ctx, fn, (unsigned)grid, block, 0, stream, args, "launching hash_router (PDL)")
-                      : dsv4_launch(ctx, fn, (unsigned)grid, block, 0, stream, args, "launching hash_router");
+  dsv4_status s = dsv4_launch(ctx, fn, (unsigned)grid, block, 0, stream, args, pdl, "launching hash_router");
   dsv4_ctx_leave(ctx, pushed);
   return s;
 }

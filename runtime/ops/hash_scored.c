@@ -46,8 +46,7 @@ dsv4_status dsv4_hash_scored_enqueue(dsv4_context *ctx, CUstream stream, const f
                   &lut, &vocab_size, &scale, &w, &ids, &err_count};
   bool pushed = false;
   DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
-  dsv4_status s = pdl ? dsv4_launch_pdl(ctx, fn, (unsigned)grid, BLOCK, 0, stream, args, "launching hash_scored (PDL)")
-                      : dsv4_launch(ctx, fn, (unsigned)grid, BLOCK, 0, stream, args, "launching hash_scored");
+  dsv4_status s = dsv4_launch(ctx, fn, (unsigned)grid, BLOCK, 0, stream, args, pdl, "launching hash_scored");
   dsv4_ctx_leave(ctx, pushed);
   return s;
 }

@@ -14,7 +14,7 @@ DSV4_INTERNAL void dsv4_hash_router_spec(int32_t k, dsv4_kernel_spec *out);
 DSV4_INTERNAL dsv4_status dsv4_hash_router_check(const char *fn, const void *ctx, const int32_t *token_ids,
     int64_t num_tokens, const int32_t *lut, int32_t vocab_size, int32_t k, const float *w, const int32_t *ids);
 /* Enqueues the hash router with every weight = `weight`; err_count (device, may be NULL) counts
- * out-of-range token ids. With pdl it is launched with programmatic dependent launch (dsv4_launch_pdl): it
+ * out-of-range token ids. With pdl it is launched with programmatic dependent launch: it
  * may start launching while the previous kernel on the stream runs, and waits on griddepcontrol for that
  * kernel's end before it touches global memory, so any predecessor is safe. */
 DSV4_INTERNAL dsv4_status dsv4_hash_router_enqueue(dsv4_context *ctx, CUstream stream, const int32_t *token_ids,
@@ -122,7 +122,7 @@ DSV4_INTERNAL dsv4_status dsv4_topk_long_enqueue_shape(dsv4_context *ctx, CUstre
  * (float partials[num_splits][num_tokens][num_experts], slab s at logits + s * split_stride elements) that the
  * kernel sums in FP32 in split order (s = 0, 1, 2, ...) before the activation; num_splits = 1 is
  * dsv4_activation_topk (split_stride is then ignored). With pdl the kernel is launched with programmatic
- * dependent launch (dsv4_launch_pdl): it may start while the previous kernel on the stream (the one writing
+ * dependent launch: it may start while the previous kernel on the stream (the one writing
  * the partials) still runs, and waits on griddepcontrol before reading them. */
 /* The checks shared by every consumer of split-slab logits (activation_topk, hash_scored), in this order: ctx,
  * num_tokens >= 0, E in 1..1024, k in 1..min(E, 16), scale finite and positive, num_splits in 1..64,

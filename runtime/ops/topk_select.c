@@ -322,7 +322,8 @@ static dsv4_status launch_shape(dsv4_context *ctx, CUstream stream, CUfunction f
   int ncols = (int)cols, slice = plan.slice, dense = plan.dense, cap = plan.cand_cap, wide = plan.key_bits == 32;
   void *args[] = {&scores, &rows, &ncols, &row_stride, &k, &out_values, &out_indices, &slice, &dense, &cap, &wide};
   if (plan.cluster == 1)
-    return dsv4_launch(ctx, fn, plan.grid, (unsigned)plan.threads, plan.smem, stream, args, "launching topk_long");
+    return dsv4_launch(ctx, fn, plan.grid, (unsigned)plan.threads, plan.smem, stream, args, false,
+                       "launching topk_long");
   CUlaunchAttribute attr;
   CUlaunchConfig cfg;
   cluster_config(&cfg, &attr, plan.grid, plan.threads, plan.cluster, plan.smem, stream);
@@ -358,7 +359,8 @@ dsv4_status dsv4_topk_select_enqueue(dsv4_context *ctx, CUstream stream, const f
     int64_t grid = (rows + WARP_ROWS_PER_BLOCK - 1) / WARP_ROWS_PER_BLOCK;
     if (grid > max_grid) grid = max_grid;
     void *args[] = {&scores, &rows, &ncols, &row_stride, &out_values, &out_indices};
-    s = dsv4_launch(ctx, fn, (unsigned)grid, 32 * WARP_ROWS_PER_BLOCK, 0, stream, args, "launching topk_select_warp");
+    s = dsv4_launch(ctx, fn, (unsigned)grid, 32 * WARP_ROWS_PER_BLOCK, 0, stream, args, false,
+                    "launching topk_select_warp");
   } else {
     DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
     s = launch_long(ctx, stream, rows, scores, rows, cols, row_stride, k, out_values, out_indices);

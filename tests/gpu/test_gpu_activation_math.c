@@ -48,7 +48,7 @@ static void run_check(uint64_t first, uint64_t num, uint64_t out[64]) {
   float bound = (float)REL_BOUND;
   void *args[] = {&first, &num, &bound, &d_out};
   const unsigned grid = (unsigned)(g_ctx->sm_count > 0 ? g_ctx->sm_count : 1) * 16u;
-  DSV4_CHECK_OK(dsv4_launch(g_ctx, fn, grid, 256, 0, NULL, args, "launching activation_check"));
+  DSV4_CHECK_OK(dsv4_launch(g_ctx, fn, grid, 256, 0, NULL, args, false, "launching activation_check"));
   gpu_sync();
   gpu_download(out, d_out, 64 * sizeof(uint64_t));
   gpu_free(d_out);
