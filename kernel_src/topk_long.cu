@@ -253,12 +253,7 @@ __global__ void __launch_bounds__(NT)
       for (int i = tid; i < nr; i += NT) {
         const tl_u64 c = list[i];
         const tl_u32 slot = ranks[i];
-        // tl_put's two stores written out: through the helper nvcc schedules this loop differently on sm_90a,
-        // which has not been measured on a GPU yet (every other survivor write is tl_put, the same instructions).
-        if (slot < (tl_u32)k) {
-          oi[slot] = (int)tl_ckey_col(c);
-          ov[slot] = tl_value(c, prow);
-        }
+        if (slot < (tl_u32)k) tl_put(oi, ov, slot, c, prow);
       }
     } else {
       // slot = the number of larger keys among all: buckets over the copies; this block writes its range of slots.
