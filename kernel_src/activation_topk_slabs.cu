@@ -28,19 +28,19 @@ __global__ void __launch_bounds__(kSlabsMaxThreads)
   static_assert(E >= 1 && E <= 1024 && K >= 1 && K <= 16 && K <= E, "activation_topk_slabs shape");
   __shared__ __align__(16) unsigned skey[route_slabs_pad<E>()];
   __shared__ __align__(16) float spay[route_slabs_pad<E>()];
+  __shared__ float sbias[E];
   // The padding past E is zeroed once (route_token_slabs' barrier orders it before warp 0 reads it).
   for (int e = E + threadIdx.x; e < route_slabs_pad<E>(); e += blockDim.x) skey[e] = 0u, spay[e] = 0.0f;
-  // The bias lines are fetched into L2 (the point of coherence: a hint that can never show a stale value, even
-  // if the kernel before wrote the bias) before the wait, so that with L2 cold its read after the wait does
-  // not go to DRAM beside the slab loads.
-  if (bias != nullptr)
-    for (int e = threadIdx.x * 32; e < E; e += blockDim.x * 32)
-      asm volatile("prefetch.global.L2 [%0];" ::"l"(bias + e));
+  // The bias is a weight, not the previous kernel's output: read before the wait (as activation_topk.cu does),
+  // so that its load is not a second round trip after the slab loads. With PDL the kernel before is the router's
+  // gate_decode, which never writes it.
+  for (int e = threadIdx.x; e < E; e += blockDim.x) sbias[e] = bias != nullptr ? __ldg(bias + e) : 0.0f;
+  __syncthreads();
 #if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
   for (i64 t = blockIdx.x; t < num_tokens; t += gridDim.x)
-    route_token_slabs<K, E, 1, 16>(logits, splits, split_stride, t, bias, scale, topk_weights, topk_ids, skey,
+    route_token_slabs<K, E, 1, 16>(logits, splits, split_stride, t, sbias, scale, topk_weights, topk_ids, skey,
                                    spay);
 }
 

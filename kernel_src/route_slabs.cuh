@@ -16,8 +16,9 @@
 
 namespace dsv4 {
 
-// Token t of slabs [splits][*][E] (slab s at slabs + s * split_stride, token t at + t * E). bias: E floats
-// of global memory (a constant: read through the read-only path, beside the slab loads) or nullptr. skey / spay: route_slabs_pad<E>() entries of shared memory, 16-byte
+// Token t of slabs [splits][*][E] (slab s at slabs + s * split_stride, token t at + t * E). sbias: the bias in
+// shared memory, E floats (zeros where there is no bias), loaded by the caller once, before its wait, so that no
+// global load follows the slab loads. skey / spay: route_slabs_pad<E>() entries of shared memory, 16-byte
 // aligned, whose entries past E the caller has zeroed once. Every thread of the block must call it; it ends
 // with a barrier, so the next call may reuse skey / spay at once.
 template <int E>
@@ -27,7 +28,7 @@ __host__ __device__ constexpr int route_slabs_pad() { return 128 * ((E + 127) / 
 // caller picks what its register budget allows).
 template <int K, int E, int G = 4, int SC = 16>
 __device__ __forceinline__ void route_token_slabs(const float* __restrict__ slabs, int splits, i64 split_stride,
-                                                  i64 t, const float* __restrict__ bias, float scale,
+                                                  i64 t, const float* sbias, float scale,
                                                   float* __restrict__ topk_w, int* __restrict__ topk_ids,
                                                   unsigned* skey, float* spay) {
   const float* row = slabs + t * E;
@@ -56,7 +57,7 @@ __device__ __forceinline__ void route_token_slabs(const float* __restrict__ slab
       const int e = e0 + g * blockDim.x;
       if (e < E) {
         const float sv = sqrt_softplus(acc[g]);
-        skey[e] = value_key(sv + (bias != nullptr ? __ldg(bias + e) : 0.0f));
+        skey[e] = value_key(sv + sbias[e]);
         spay[e] = sv;
       }
     }
