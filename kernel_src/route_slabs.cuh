@@ -41,9 +41,11 @@ __device__ __forceinline__ void route_token_slabs(const float* __restrict__ slab
 #pragma unroll
       for (int g = 0; g < G; ++g) {
         const int e = e0 + g * blockDim.x;
+        // One pointer stepped by the split stride: a 64-bit add a load, not a 64-bit multiply (SASS, sm_90a:
+        // ~12 instructions a load before, issued by every warp ahead of the round trip).
+        const float* q = row + (i64)s0 * split_stride + e;
 #pragma unroll
-        for (int u = 0; u < SC; ++u)
-          v[g][u] = (e < E && s0 + u < splits) ? __ldcg(row + (i64)(s0 + u) * split_stride + e) : 0.0f;
+        for (int u = 0; u < SC; ++u, q += split_stride) v[g][u] = (e < E && s0 + u < splits) ? __ldcg(q) : 0.0f;
       }
 #pragma unroll
       for (int g = 0; g < G; ++g) {
