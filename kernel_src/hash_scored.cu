@@ -9,7 +9,9 @@
 // launched with programmatic dependent launch behind the gate GEMM.
 //
 // One thread per token: K table entries and K (x splits) gathered logits in registers, K outputs written.
-// Specialised on K.
+// Specialised on K. At least one block an SM (launch bounds 256, 1): with the register room that leaves,
+// ptxas issues a whole batch of gathers before the first add (SASS, sm_90a: K = 6 at 241 registers; under
+// __launch_bounds__(256) alone it kept 48 and put each add right behind its loads, a round trip per slab).
 #include "topk.cuh"
 
 namespace dsv4 {
@@ -33,7 +35,7 @@ __device__ __forceinline__ void hash_row(const int* __restrict__ lut, int tok, i
 }
 
 template <int K>
-__global__ void __launch_bounds__(256)
+__global__ void __launch_bounds__(256, 1)
     hash_scored(const float* __restrict__ logits, int splits, i64 split_stride, const int* __restrict__ token_ids,
                 i64 num_tokens, int num_experts, const int* __restrict__ lut, int vocab, float scale,
                 float* __restrict__ topk_weights, int* __restrict__ topk_ids, int* __restrict__ err_count) {
@@ -62,24 +64,33 @@ __global__ void __launch_bounds__(256)
     if ((unsigned)tok < (unsigned)vocab) {
       const float* p = logits + t * num_experts;
       float s[K];
+      // The slabs kHashBatch at a time: all kHashBatch*K gathers of a batch are issued before any add (a warp
+      // issues in order: the adds of one batch wait for its loads before the next batch's loads go out), and
+      // the adds keep split order (((p0 + p1) + p2) + ...). One batch covers the router's decode slabs up to
+      // H = 8192 (16 splits) at K <= 6, so decode pays one round trip, not one per batch of 4 as before.
+      // One slab (the prefill path's cuBLASLt logits): its K gathers alone, not a batch of re-reads.
+      constexpr int kHashBatch = K <= 6 ? 16 : (96 / K > 4 ? 96 / K : 4);
+      if (splits == 1) {
 #pragma unroll
-      for (int j = 0; j < K; ++j) s[j] = __ldg(p + e[j]);
-      // The remaining slabs, 4 at a time: all 4*K gathers are issued before any add, and the adds keep
-      // split order (((p0 + p1) + p2) + ...), so decode costs a few round trips, not one per slab.
+        for (int j = 0; j < K; ++j) s[j] = __ldg(p + e[j]);
+      }
 #pragma unroll 1
-      for (int s0 = 1; s0 < splits; s0 += 4) {
-        float v[4][K];
+      for (int s0 = 0; splits > 1 && s0 < splits; s0 += kHashBatch) {
+        float v[kHashBatch][K];
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          const float* q = p + (i64)(s0 + u) * split_stride;
+        for (int u = 0; u < kHashBatch; ++u) {
+          // Unconditional loads (a slab past the last re-reads the last; its value is not added): no branch
+          // between the loads, so all of them are issued before the first add.
+          const float* q = p + (i64)min(s0 + u, splits - 1) * split_stride;
 #pragma unroll
-          for (int j = 0; j < K; ++j) v[u][j] = s0 + u < splits ? __ldg(q + e[j]) : 0.0f;
+          for (int j = 0; j < K; ++j) v[u][j] = __ldg(q + e[j]);
         }
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {
+        for (int u = 0; u < kHashBatch; ++u) {
 #pragma unroll
           for (int j = 0; j < K; ++j) {
-            if (s0 + u < splits) s[j] += v[u][j];
+            if (s0 + u == 0) s[j] = v[u][j];
+            else if (s0 + u < splits) s[j] += v[u][j];
           }
         }
       }
