@@ -65,13 +65,6 @@ __device__ __forceinline__ void route_token_slabs(const float* __restrict__ slab
     }
   }
   __syncthreads();
-  // The slabs are read: the next kernel on the stream may launch now if it was launched with PDL (the router's
-  // next gate_decode streams its weight under this token's selection, then waits for this grid to end before
-  // it writes the slabs). Triggering at the kernel's start instead was slower at N = 32 (the weight traffic
-  // met these slab loads): 8.4 against 7.2 us on H100.
-#if __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
   if (threadIdx.x < 32) {
     constexpr int C = 4 * ((E + 127) / 128);
     const int lane = threadIdx.x;

@@ -4,8 +4,8 @@
  * Dense mode, N <= decode_max: gate_decode writes split-K partial logits [S][N][E] (S depends on H only),
  *   then activation_topk sums them in split order and routes, launched with PDL: 2 launches. gate_decode is
  *   PDL-launched too (unless set_pdl turned it off): it streams its weight tiles while the previous kernel on
- *   the stream finishes (back to back, the previous call's routing, which triggers its dependents once its
- *   slab loads are done), then waits before reading x or writing the slabs.
+ *   the stream finishes (back to back, the previous call's routing, which triggers its dependents as soon as
+ *   its own wait returns), then waits before reading x or writing the slabs.
  *   (One launch, the last blocks of the GEMM to finish routing behind a ticket counter, was built and measured
  *   on H200: slower at every N, 8.9 vs 8.5 us at N = 1 and 12.0 vs 10.7 us at N = 64. See git history,
  *   "gate_route". So was the routing kernel polling a counter that each GEMM block raises once its partials

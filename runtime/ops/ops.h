@@ -124,7 +124,9 @@ DSV4_INTERNAL dsv4_status dsv4_topk_long_enqueue_shape(dsv4_context *ctx, CUstre
  * dsv4_activation_topk (split_stride is then ignored). With pdl the kernel is launched with programmatic
  * dependent launch: it may start while the previous kernel on the stream (the one writing
  * the partials) still runs, and waits on griddepcontrol before reading them; it reads the bias (a weight)
- * before that wait, so that kernel must not write the bias. */
+ * before that wait, so that kernel must not write the bias. The split-slab kernel triggers its own dependents
+ * right after that wait: a successor launched with PDL may run its part before its own griddepcontrol.wait
+ * beside the slab loads and the selection (the router's next gate_decode streams its weight there). */
 /* The checks shared by every consumer of split-slab logits (activation_topk, hash_scored), in this order: ctx,
  * num_tokens >= 0, E in 1..1024, k in 1..min(E, 16), scale finite and positive, num_splits in 1..64,
  * num_tokens * E bounded, split_stride at least num_tokens * E. */
