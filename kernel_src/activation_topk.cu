@@ -152,8 +152,7 @@ __global__ void __launch_bounds__(32 * kActTokensPerBlock, act_min_blocks(E))
   // read before the wait). The warp path reads a lane's C values for each token (C/4 16-byte loads) rather
   // than holding them in C registers beside the next token's row.
   __shared__ __align__(16) float sbias[32 * C];
-  for (int e = threadIdx.x; e < 32 * C; e += blockDim.x)
-    sbias[e] = (bias != nullptr && e < E) ? __ldg(bias + e) : 0.0f;
+  load_bias_shared(bias, E, sbias, 32 * C);
 #if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif

@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kSlabsMaxThreads)
   // The bias is a weight, not the previous kernel's output: read before the wait (as activation_topk.cu does),
   // so that its load is not a second round trip after the slab loads. With PDL the kernel before is the router's
   // gate_decode, which never writes it.
-  for (int e = threadIdx.x; e < E; e += blockDim.x) sbias[e] = bias != nullptr ? __ldg(bias + e) : 0.0f;
+  load_bias_shared(bias, E, sbias, E);
   __syncthreads();
 #if __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");

@@ -273,6 +273,13 @@ __device__ __forceinline__ bool sqrt_softplus_lane(const float (&z)[C], float (&
   return rare;
 }
 
+// The routing kernels' bias in shared memory: sbias[e] = bias[e] for e < E, 0 for E <= e < n (and everywhere
+// when bias is null), by the whole block. The bias is a weight, not the previous kernel's output: the kernels
+// call it before their griddepcontrol.wait. The caller orders it before the reads (a barrier).
+__device__ __forceinline__ void load_bias_shared(const float* __restrict__ bias, int E, float* sbias, int n) {
+  for (int e = threadIdx.x; e < n; e += blockDim.x) sbias[e] = (bias != nullptr && e < E) ? __ldg(bias + e) : 0.0f;
+}
+
 // Weights w[j] = s[j] / sum(s) * scale with SPEC's edge cases: a NaN score weighs 0; if any score is +inf
 // the +inf entries share `scale` equally and the rest weigh 0; if the scores sum to 0 every non-NaN entry
 // weighs scale/K. Scores are >= 0 (sqrt of softplus), so the result is never NaN or infinite for finite
