@@ -207,6 +207,33 @@ static void test_split_slabs(void **state) {
   }
 }
 
+/* The kernel gathers the slabs a batch at a time (16 for k <= 6, 96 / k for larger k, 4 at least): slab counts
+ * on both sides of one and two batches, up to the 64 slabs the API allows, with and without PDL. */
+static void test_split_batches(void **state) {
+  (void)state;
+  uint64_t seed = 400;
+  static const int32_t s6[] = {15, 16, 17, 31, 32, 33, 64};   /* k = 6: batches of 16 */
+  for (size_t i = 0; i < sizeof s6 / sizeof s6[0]; ++i) {
+    hash_case c = mk(64, 384, 6, 129280, GEN_NORMAL, seed++);
+    c.splits = s6[i], c.pdl = i % 2 == 0, c.bad_every = 7;
+    run_case(c);
+    c = mk(1, 384, 6, 129280, GEN_SPECIAL, seed++), c.splits = s6[i], c.pdl = true;
+    run_case(c);
+  }
+  static const int32_t s16[] = {5, 6, 7, 12, 13};   /* k = 16: batches of 6 */
+  for (size_t i = 0; i < sizeof s16 / sizeof s16[0]; ++i) {
+    hash_case c = mk(33, 256, 16, 1000, GEN_HUGE_TINY, seed++);
+    c.splits = s16[i], c.pdl = i % 2 == 1;
+    run_case(c);
+  }
+  static const int32_t s7[] = {13, 14, 27};   /* k = 7: batches of 13 */
+  for (size_t i = 0; i < sizeof s7 / sizeof s7[0]; ++i) {
+    hash_case c = mk(17, 144, 7, 5000, GEN_NORMAL, seed++);
+    c.splits = s7[i], c.pdl = true, c.bad_every = 5;
+    run_case(c);
+  }
+}
+
 /* A table entry outside [0, E) (a corrupt table): id 0 and weight 0 in that slot, no logit read for it, the
  * other slots renormalised among themselves. */
 static void test_corrupt_table_entry(void **state) {
@@ -256,6 +283,7 @@ int main(void) {
       cmocka_unit_test(test_weight_edge_cases),
       cmocka_unit_test(test_out_of_range_tokens),
       cmocka_unit_test(test_split_slabs),
+      cmocka_unit_test(test_split_batches),
       cmocka_unit_test(test_corrupt_table_entry),
   };
   GPU_RUN_TESTS(g_ctx, tests);
