@@ -2,7 +2,7 @@
  * against the FP64 oracle (oracle_hash_scored): ids = lut[token] in LUT order exactly; weights within 1e-5
  * relative plus FLT_MIN absolute (weights below FP32's normal range cannot be FP32 outputs at full
  * precision), never NaN or inf; an out-of-range token id gives id 0 / weight 0 in every slot and is counted
- * once in the error counter. Logits as 1..8 split slabs summed in split order, with and without PDL. */
+ * once in the error counter. Logits as 1..64 split slabs summed in split order, with and without PDL. */
 #include <float.h>
 #include <limits.h>
 #include <math.h>
@@ -207,8 +207,9 @@ static void test_split_slabs(void **state) {
   }
 }
 
-/* The kernel gathers the slabs a batch at a time (16 for k <= 6, 96 / k for larger k, 4 at least): slab counts
- * on both sides of one and two batches, up to the 64 slabs the API allows, with and without PDL. */
+/* The kernel gathers the slabs a batch at a time (16 for k <= 6, 96 / k for larger k: 13 for k = 7, 6 for
+ * k = 16): slab counts around one and two batches (k = 6 on both sides of each, the others at and past them),
+ * up to the 64 slabs the API allows, with and without PDL. */
 static void test_split_batches(void **state) {
   (void)state;
   uint64_t seed = 400;
