@@ -2,7 +2,8 @@
 // LUT order, w[n,j] = s[n,ids[n,j]] / sum_j' s[n,ids[n,j']] * scale with s = sqrt(softplus(logit)) and
 // SPEC's weight edge cases. A token id outside [0, vocab) gets expert 0 with weight 0 in every slot and is
 // counted once in *err_count (if not NULL); the table is never read out of bounds. A table entry outside
-// [0, E) (a corrupt table) is written as expert 0 with weight 0 and no logit is read for it.
+// [0, E) (a corrupt table) is written as expert 0 with weight 0; its slot's gathers read expert 0's logits
+// (in bounds), which are not used.
 //
 // The logits use the split-slab convention of activation_topk.cu (partials[splits][num_tokens][E] summed
 // in FP32 in split order) and the kernel waits on griddepcontrol before reading anything, so it may be

@@ -235,7 +235,7 @@ static void test_split_batches(void **state) {
   }
 }
 
-/* A table entry outside [0, E) (a corrupt table): id 0 and weight 0 in that slot, no logit read for it, the
+/* A table entry outside [0, E) (a corrupt table): id 0 and weight 0 in that slot (its logit is not used), the
  * other slots renormalised among themselves. */
 static void test_corrupt_table_entry(void **state) {
   (void)state;
