@@ -6,8 +6,9 @@
 // (in bounds), which are not used.
 //
 // The logits use the split-slab convention of activation_topk.cu (partials[splits][num_tokens][E] summed
-// in FP32 in split order) and the kernel waits on griddepcontrol before reading anything, so it may be
-// launched with programmatic dependent launch behind the gate GEMM.
+// in FP32 in split order) and the kernel waits on griddepcontrol before reading the logits (a thread's first
+// token id and table row are read before it: inputs, not the GEMM's output), so it may be launched with
+// programmatic dependent launch behind the gate GEMM.
 //
 // One thread per token: K table entries and K (x splits) gathered logits in registers, K outputs written.
 // Specialised on K. At least one block an SM (launch bounds 256, 1): with the register room that leaves,

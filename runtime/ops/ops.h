@@ -148,7 +148,12 @@ DSV4_INTERNAL dsv4_status dsv4_activation_topk_enqueue(dsv4_context *ctx, CUstre
  * w = their scores sqrt(softplus(logit)) renormalised times scale. Logits [num_tokens, num_experts] in the
  * split-slab form of dsv4_activation_topk_enqueue, same pdl option. A token id outside [0, vocab_size) gets
  * id 0 / weight 0 in every slot and increments *err_count (device int32, may be NULL) once; a table entry
- * outside [0, num_experts) gets id 0 / weight 0 in its slot. */
+ * outside [0, num_experts) gets id 0 / weight 0 in its slot. With pdl, a thread reads its first token's id and
+ * table row before its griddepcontrol.wait (the logits after it), and triggers its own dependents there: the
+ * kernel before must not write token_ids or the table (in the router it is gate_decode, which triggers only
+ * after its own wait, so hash_scored never starts beside the kernel before gate_decode). One block of 256
+ * threads an SM at most (its registers): a launch of more than 256 x SMs tokens runs in waves; the router's
+ * prefill chunks (16384 tokens, 64 blocks) never do. */
 DSV4_INTERNAL void dsv4_hash_scored_spec(int32_t k, dsv4_kernel_spec *out);
 DSV4_INTERNAL dsv4_status dsv4_hash_scored_check(const char *fn, const void *ctx, const float *logits,
     int32_t num_splits, int64_t split_stride, const int32_t *token_ids, int64_t num_tokens, int32_t num_experts,
