@@ -17,6 +17,8 @@
 #include <functional>
 #include <vector>
 
+#include "time_graph.cuh"
+
 __global__ void tiny_a(float* buf) {
   asm volatile("griddepcontrol.wait;" ::: "memory");
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -87,37 +89,6 @@ static void launch(const void* f, unsigned grid, unsigned block, cudaStream_t st
   cfg.attrs = at;
   cfg.numAttrs = n;
   cudaLaunchKernelExC(&cfg, f, args);
-}
-
-// Per-call microseconds of `call` (which enqueues one call), captured 200 times in a graph.
-static float time_graph(cudaStream_t st, const std::function<void()>& call) {
-  const int calls = 200, reps = 15;
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal);
-  for (int c = 0; c < calls; ++c) call();
-  cudaStreamEndCapture(st, &g);
-  cudaGraphInstantiate(&ge, g, 0);
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  std::vector<float> t;
-  for (int r = 0; r < reps; ++r) {
-    cudaGraphLaunch(ge, st);   // warm
-    cudaEventRecord(e0, st);
-    cudaGraphLaunch(ge, st);
-    cudaEventRecord(e1, st);
-    cudaEventSynchronize(e1);
-    float ms;
-    cudaEventElapsedTime(&ms, e0, e1);
-    t.push_back(ms * 1e3f / calls);
-  }
-  std::sort(t.begin(), t.end());
-  cudaGraphExecDestroy(ge);
-  cudaGraphDestroy(g);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return t[reps / 2];
 }
 
 int main() {

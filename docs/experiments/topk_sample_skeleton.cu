@@ -25,6 +25,8 @@
 #include <cstring>
 #include <vector>
 
+#include "time_graph.cuh"
+
 namespace cg = cooperative_groups;
 
 constexpr int kNT = 512, kCL = 16, kS = 4096, kSPT = kS / kNT, kCap = 8192, kCols = 131072;
@@ -213,34 +215,6 @@ __global__ void __cluster_dims__(kCL, 1, 1) __launch_bounds__(kNT)
     if (r == 0 && tid == 0) *status = -(int)total;
   }
 }
-static float time_graph(cudaStream_t st, void (*call)(cudaStream_t, void*), void* arg) {
-  const int calls = 200, reps = 15;
-  cudaGraph_t g;
-  cudaGraphExec_t ge;
-  cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal);
-  for (int c = 0; c < calls; ++c) call(st, arg);
-  cudaStreamEndCapture(st, &g);
-  cudaGraphInstantiate(&ge, g, 0);
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  std::vector<float> t;
-  for (int rep = 0; rep < reps; ++rep) {
-    cudaGraphLaunch(ge, st);
-    cudaEventRecord(e0, st);
-    cudaGraphLaunch(ge, st);
-    cudaEventRecord(e1, st);
-    cudaEventSynchronize(e1);
-    float ms;
-    cudaEventElapsedTime(&ms, e0, e1);
-    t.push_back(ms * 1e3f / calls);
-  }
-  std::sort(t.begin(), t.end());
-  cudaGraphExecDestroy(ge);
-  cudaGraphDestroy(g);
-  return t[reps / 2];
-}
-
 struct Args {
   const float* row;
   int k;
@@ -303,9 +277,9 @@ int main() {
       cudaMemcpy(gv.data(), v, k * 4, cudaMemcpyDeviceToHost);
       int bad = 0;
       for (int j = 0; j < k; ++j) bad += gi[j] != order[j] || memcmp(&gv[j], &h[order[j]], 4) != 0;
-      const float t_full = time_graph(st, launch, &a);
+      const float t_full = time_graph(st, [&] { launch(st, &a); });
       float t_stop[4];
-      for (int stop = 1; stop < 4; ++stop) a.stop = stop, t_stop[stop] = time_graph(st, launch, &a);
+      for (int stop = 1; stop < 4; ++stop) a.stop = stop, t_stop[stop] = time_graph(st, [&] { launch(st, &a); });
       printf("%s row, k = %4d: %s (%d candidates, %d slots wrong); us a call: the loads %.2f, + the threshold %.2f,"
              " + filter and the cluster's counts %.2f, whole %.2f\n",
              gen ? "bell  " : "random", k, stat < 0 ? "fast path" : "would fall back", stat < 0 ? -stat : stat, bad,
