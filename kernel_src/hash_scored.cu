@@ -71,28 +71,29 @@ __global__ void __launch_bounds__(256, 1)
       // the adds keep split order (((p0 + p1) + p2) + ...). One batch covers the router's decode slabs up to
       // H = 8192 (16 splits) at K <= 6, so decode pays one round trip, not one per batch of 4 as before.
       // One slab (the prefill path's cuBLASLt logits): its K gathers alone, not a batch of re-reads.
-      constexpr int kHashBatch = K <= 6 ? 16 : (96 / K > 4 ? 96 / K : 4);
+      constexpr int kHashBatch = K <= 6 ? 16 : 96 / K;
       if (splits == 1) {
 #pragma unroll
         for (int j = 0; j < K; ++j) s[j] = __ldg(p + e[j]);
-      }
+      } else {
 #pragma unroll 1
-      for (int s0 = 0; splits > 1 && s0 < splits; s0 += kHashBatch) {
-        float v[kHashBatch][K];
+        for (int s0 = 0; s0 < splits; s0 += kHashBatch) {
+          float v[kHashBatch][K];
 #pragma unroll
-        for (int u = 0; u < kHashBatch; ++u) {
-          // Unconditional loads (a slab past the last re-reads the last; its value is not added): no branch
-          // between the loads, so all of them are issued before the first add.
-          const float* q = p + (i64)min(s0 + u, splits - 1) * split_stride;
+          for (int u = 0; u < kHashBatch; ++u) {
+            // Unconditional loads (a slab past the last re-reads the last; its value is not added): no branch
+            // between the loads, so all of them are issued before the first add.
+            const float* q = p + (i64)min(s0 + u, splits - 1) * split_stride;
 #pragma unroll
-          for (int j = 0; j < K; ++j) v[u][j] = __ldg(q + e[j]);
-        }
+            for (int j = 0; j < K; ++j) v[u][j] = __ldg(q + e[j]);
+          }
 #pragma unroll
-        for (int u = 0; u < kHashBatch; ++u) {
+          for (int u = 0; u < kHashBatch; ++u) {
 #pragma unroll
-          for (int j = 0; j < K; ++j) {
-            if (s0 + u == 0) s[j] = v[u][j];
-            else if (s0 + u < splits) s[j] += v[u][j];
+            for (int j = 0; j < K; ++j) {
+              if (s0 + u == 0) s[j] = v[u][j];
+              else if (s0 + u < splits) s[j] += v[u][j];
+            }
           }
         }
       }
