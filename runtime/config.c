@@ -1,4 +1,6 @@
-/* Router configurations: presets (SPEC section 1), range checks, and precompiling a config's kernels. */
+/* Router configurations: presets (SPEC section 1), range checks, and precompiling a config's kernels (and the
+ * indexer top-k's, dsv4_precompile_topk) into the disk cache. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -53,20 +55,52 @@ int dsv4_router_kernel_specs(const dsv4_router_config *cfg, dsv4_kernel_spec *sp
   return n;
 }
 
-dsv4_status dsv4_precompile(const dsv4_router_config *cfg, const char *arch, dsv4_jit_stats *stats) {
-  DSV4_TRY(dsv4_router_config_check(cfg));
-  DSV4_TRY(dsv4_arch_check(arch));
+_Static_assert(DSV4_MAX_ROUTER_KERNELS <= DSV4_MAX_PRECOMPILE_KERNELS, "a router's kernels fit one precompile");
+
+/* Compiles specs[0, n) for arch into the disk cache (fn names the caller in errors). */
+static dsv4_status precompile_specs(const char *fn, const dsv4_kernel_spec *specs, int n, const char *arch,
+                                    dsv4_jit_stats *stats) {
   dsv4_jit_config jc = dsv4_jit_config_from_env();
   if (!jc.disk_enabled)
-    return dsv4_fail(DSV4_ERR_IO, "dsv4_precompile: the disk cache is disabled (DSV4_CACHE=0 or no cache folder)");
+    return dsv4_fail(DSV4_ERR_IO, "%s: the disk cache is disabled (DSV4_CACHE=0 or no cache folder)", fn);
   dsv4_jit *jit = NULL;
   DSV4_TRY(dsv4_jit_create(&jc, &jit));
-  dsv4_kernel_spec specs[DSV4_MAX_ROUTER_KERNELS];
-  int n = dsv4_router_kernel_specs(cfg, specs);
-  dsv4_cubin cubins[DSV4_MAX_ROUTER_KERNELS];
+  dsv4_cubin cubins[DSV4_MAX_PRECOMPILE_KERNELS];
   dsv4_status s = dsv4_jit_get_many(jit, specs, n, arch, true, cubins);
   for (int i = 0; i < n && s == DSV4_OK; ++i) dsv4_cubin_free(&cubins[i]);
   if (stats) dsv4_jit_get_stats(jit, stats);
   dsv4_jit_destroy(jit);
   return s;
+}
+
+dsv4_status dsv4_precompile(const dsv4_router_config *cfg, const char *arch, dsv4_jit_stats *stats) {
+  DSV4_TRY(dsv4_router_config_check(cfg));
+  DSV4_TRY(dsv4_arch_check(arch));
+  dsv4_kernel_spec specs[DSV4_MAX_ROUTER_KERNELS];
+  const int n = dsv4_router_kernel_specs(cfg, specs);
+  return precompile_specs("dsv4_precompile", specs, n, arch, stats);
+}
+
+dsv4_status dsv4_precompile_topk(const int32_t *ks, int32_t count, const char *arch, dsv4_jit_stats *stats) {
+  static const char *fn = "dsv4_precompile_topk";
+  DSV4_CHECK_ARG(ks != NULL, fn, "ks", "is NULL");
+  DSV4_CHECK_RANGE(count >= 1 && count <= DSV4_MAX_PRECOMPILE_KERNELS / 2, fn, "count", count, "1..16");
+  for (int32_t i = 0; i < count; ++i)   /* dsv4_topk_select's range of k */
+    if (ks[i] < 1 || ks[i] > 4096)
+      return dsv4_fail(DSV4_ERR_UNSUPPORTED, "%s: argument 'ks[%d]' = %d is outside the supported range 1..4096", fn,
+                       (int)i, (int)ks[i]);
+  DSV4_TRY(dsv4_arch_check(arch));
+  /* dsv4_topk_select's long-row kernel in both block sizes: rows of more than 8192 columns take 512 threads a
+   * block, shorter ones (the warp kernel aside: cols <= 1024 and k <= 16) 256. */
+  dsv4_kernel_spec specs[DSV4_MAX_PRECOMPILE_KERNELS];
+  int n = 0;
+  for (int32_t i = 0; i < count; ++i)
+    for (int form = 0; form < 2; ++form) {
+      dsv4_kernel_spec sp;
+      dsv4_topk_select_spec(form ? 8192 : (int64_t)1 << 17, ks[i], &sp);
+      bool seen = false;   /* k = 500 and 512 share a kernel (k rounded up to a power of two) */
+      for (int j = 0; j < n && !seen; ++j) seen = !strcmp(specs[j].name_expr, sp.name_expr);
+      if (!seen) specs[n++] = sp;
+    }
+  return precompile_specs(fn, specs, n, arch, stats);
 }

@@ -3,11 +3,12 @@
  *   dsv4 demo [--preset v4-pro|v4-flash]     route a batch on the GPU and check it against the FP64 oracle;
  *                                            with no GPU, compile and cache every kernel for sm_90a instead
  *   dsv4 info                                driver, device, arch, cache folder
- *   dsv4 cache warm --arch sm_90a [--preset v4-pro] [--mode dense|hash]
+ *   dsv4 cache warm --arch sm_90a [--preset v4-pro] [--mode dense|hash] [--topk K[,K...]]
  *   dsv4 cache list | verify | clear
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,28 @@ static const char *opt(int argc, char **argv, const char *name, const char *dflt
 static int fail(const char *what, dsv4_status s) {
   fprintf(stderr, "dsv4: %s failed: %s\n  %s\n", what, dsv4_status_string(s), dsv4_last_error());
   return 1;
+}
+
+/* --topk K[,K...]: the indexer top-k's k values, into ks (at most max); -1 when the list is not one. */
+static int parse_ks(const char *list, int32_t *ks, int max) {
+  int n = 0;
+  for (const char *p = list; *p;) {
+    char *end = NULL;
+    const long v = strtol(p, &end, 10);
+    if (end == p || n == max || v < INT32_MIN || v > INT32_MAX || (*end != ',' && *end != '\0')) return -1;
+    ks[n++] = (int32_t)v;
+    p = *end == ',' ? end + 1 : end;
+  }
+  return n;
+}
+
+static int warm_topk(const char *list, const int32_t *ks, int n, const char *arch) {
+  dsv4_jit_stats st;
+  dsv4_status s = dsv4_precompile_topk(ks, n, arch, &st);
+  if (s != DSV4_OK) return fail("compiling the top-k kernels", s);
+  printf("indexer top-k k=%s for %s: %lld kernel(s) compiled in %.0f ms, %lld already cached, cache folder %s\n", list,
+         arch, (long long)st.compiles, st.compile_ms, (long long)st.disk_hits, dsv4_cache_dir());
+  return 0;
 }
 
 static int warm(const char *preset, const char *mode, const char *arch) {
@@ -334,7 +357,7 @@ static void usage(void) {
   fprintf(stderr,
           "usage: dsv4 demo [--preset v4-pro|v4-flash]\n"
           "       dsv4 info\n"
-          "       dsv4 cache warm --arch sm_90a [--preset v4-pro] [--mode dense|hash]\n"
+          "       dsv4 cache warm --arch sm_90a [--preset v4-pro] [--mode dense|hash] [--topk K[,K...]]\n"
           "       dsv4 cache list|verify|clear\n");
 }
 
@@ -347,7 +370,18 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "demo")) return demo(preset);
   if (!strcmp(argv[1], "info")) return info();
   if (!strcmp(argv[1], "cache") && argc >= 3) {
-    if (!strcmp(argv[2], "warm")) return warm(preset, opt(argc, argv, "--mode", "dense"), opt(argc, argv, "--arch", "sm_90a"));
+    if (!strcmp(argv[2], "warm")) {
+      const char *arch = opt(argc, argv, "--arch", "sm_90a"), *topk = opt(argc, argv, "--topk", NULL);
+      int32_t ks[16];
+      const int nk = topk ? parse_ks(topk, ks, 16) : 0;
+      if (topk && nk < 1) {
+        fprintf(stderr, "dsv4: --topk takes up to 16 comma-separated k values, e.g. --topk 512,2048 (got '%s')\n",
+                topk);
+        return 2;
+      }
+      const int rc = warm(preset, opt(argc, argv, "--mode", "dense"), arch);
+      return rc != 0 || topk == NULL ? rc : warm_topk(topk, ks, nk, arch);
+    }
     if (!strcmp(argv[2], "list")) return cache_walk(CACHE_LIST);
     if (!strcmp(argv[2], "verify")) return cache_walk(CACHE_VERIFY);
     if (!strcmp(argv[2], "clear")) return cache_walk(CACHE_CLEAR);

@@ -99,6 +99,16 @@ static void test_precompile_args(void **state) {
   c.top_k = 0;
   assert_status_names(dsv4_precompile(&c, "sm_90a", NULL), DSV4_ERR_UNSUPPORTED, "top_k");
   assert_status_names(dsv4_precompile(NULL, "sm_90a", NULL), DSV4_ERR_INVALID_ARGUMENT, "'cfg'");
+  /* The indexer top-k's kernels: every argument checked before anything is compiled. */
+  const int32_t ks[17] = {512, 2048, 1, 4096, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19};
+  const int32_t bad_lo[2] = {512, 0}, bad_hi[1] = {4097};
+  assert_status_names(dsv4_precompile_topk(NULL, 1, "sm_90a", NULL), DSV4_ERR_INVALID_ARGUMENT, "'ks'");
+  assert_status_names(dsv4_precompile_topk(ks, 0, "sm_90a", NULL), DSV4_ERR_UNSUPPORTED, "'count'");
+  assert_status_names(dsv4_precompile_topk(ks, 17, "sm_90a", NULL), DSV4_ERR_UNSUPPORTED, "'count'");
+  assert_status_names(dsv4_precompile_topk(bad_lo, 2, "sm_90a", NULL), DSV4_ERR_UNSUPPORTED, "'ks[1]'");
+  assert_status_names(dsv4_precompile_topk(bad_hi, 1, "sm_90a", NULL), DSV4_ERR_UNSUPPORTED, "'ks[0]'");
+  assert_status_names(dsv4_precompile_topk(ks, 2, "sm90a", NULL), DSV4_ERR_INVALID_ARGUMENT, "'arch'");
+  assert_status_names(dsv4_precompile_topk(ks, 2, NULL, NULL), DSV4_ERR_INVALID_ARGUMENT, "'arch'");
 }
 
 static void test_context_args(void **state) {

@@ -51,6 +51,8 @@ static void test_cache_off(void **state) {
   assert_false(dsv4_jit_config_from_env().disk_enabled);
   dsv4_router_config c = pro();
   assert_status_names(dsv4_precompile(&c, "sm_90a", NULL), DSV4_ERR_IO, "DSV4_CACHE=0");
+  const int32_t k = 512;
+  assert_status_names(dsv4_precompile_topk(&k, 1, "sm_90a", NULL), DSV4_ERR_IO, "DSV4_CACHE=0");
   compile_through_env_jit();
   DIR *d = opendir(getenv("DSV4_CACHE_DIR"));  /* nothing was written where the cache would be */
   assert_null(d);
