@@ -23,6 +23,7 @@ from .core import (
     cache_dir,
     hash_router,
     precompile,
+    precompile_topk,
     router_from_id,
     topk_select,
     version,
@@ -58,7 +59,8 @@ def __getattr__(name):
 __all__ = [
     "LIB_NAME", "ENV_VAR", "candidate_places", "last_error", "library_path", "load_library", "status_string",
     "PRESETS", "Context", "HashWeights", "JitStats", "Router", "RouterConfig", "RouterMode", "activation_topk",
-    "cache_dir", "hash_router", "precompile", "router_from_id", "topk_select", "version",
+    "cache_dir", "hash_router", "precompile", "precompile_topk", "router_from_id", "topk_select",
+    "version",
     "CublasError", "CudaError", "Dsv4Error", "FormatError", "InvalidArgumentError", "IoError",
     "LibraryNotFoundError", "NoDeviceError", "NoDriverError", "NvrtcError", "OutOfMemoryError", "STATUS_NAMES",
     "UnsupportedError", "exception_for_status",

@@ -73,6 +73,7 @@ _SIGNATURES = {
     "dsv4_router_config_preset": (_st, [c_char_p, c_int, POINTER(RouterConfigC)]),
     "dsv4_router_config_check": (_st, [POINTER(RouterConfigC)]),
     "dsv4_precompile": (_st, [POINTER(RouterConfigC), c_char_p, POINTER(JitStatsC)]),
+    "dsv4_precompile_topk": (_st, [POINTER(c_int32), c_int32, c_char_p, POINTER(JitStatsC)]),
     "dsv4_router_create": (_st, [_p, POINTER(RouterConfigC), POINTER(c_void_p)]),
     "dsv4_router_set_weights": (_st, [_p, _p, _p, _p]),
     "dsv4_router_load_safetensors": (_st, [_p, c_char_p, c_char_p]),

@@ -23,7 +23,8 @@ from .errors import InvalidArgumentError
 
 __all__ = [
     "PRESETS", "RouterMode", "HashWeights", "RouterConfig", "JitStats", "Context", "Router",
-    "precompile", "cache_dir", "version", "hash_router", "topk_select", "activation_topk", "router_from_id",
+    "precompile", "precompile_topk", "cache_dir", "version", "hash_router", "topk_select", "activation_topk",
+    "router_from_id",
 ]
 
 PRESETS = ("v4-flash", "v4-pro")
@@ -133,6 +134,17 @@ def precompile(config: RouterConfig, arch: str) -> JitStats:
     c = config._to_c()
     stats = JitStatsC()
     check(lib.dsv4_precompile(byref(c), arch.encode(), byref(stats)), "dsv4_precompile")
+    return JitStats._from_c(stats)
+
+
+def precompile_topk(ks, arch: str) -> JitStats:
+    """dsv4_precompile_topk: compile the long-row kernels topk_select takes for each k of `ks` (the indexer's
+    top-k, e.g. [512, 2048]) for `arch` into the disk cache. Needs no GPU and no driver."""
+    lib = load_library()
+    ks = [int(k) for k in ks]
+    arr = (ctypes.c_int32 * max(len(ks), 1))(*ks)
+    stats = JitStatsC()
+    check(lib.dsv4_precompile_topk(arr, len(ks), arch.encode(), byref(stats)), "dsv4_precompile_topk")
     return JitStats._from_c(stats)
 
 

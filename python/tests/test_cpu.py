@@ -298,6 +298,22 @@ class ConfigTest(unittest.TestCase):
             self.assertEqual(len([f for f in os.listdir(arch_dir) if f.endswith(".cubin")]), compiles + disk_hits)
             self.assertIn("'arch'", lines[1])
             self.assertIn("'cfg->num_experts'", lines[2])
+        # The indexer top-k's kernels: every argument checked before anything is compiled.
+        rc, out, err = run_python("""
+            import dsv4
+            for ks, arch in (([0], "sm_90a"), ([], "sm_90a"), ([512, 4097], "sm_90a"), ([512], "sm90a")):
+                try:
+                    dsv4.precompile_topk(ks, arch)
+                except (dsv4.UnsupportedError, dsv4.InvalidArgumentError) as e:
+                    print(type(e).__name__, e)
+            """, env_update={"DSV4_CACHE": "0"})
+        self.assertEqual(rc, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(len(lines), 4, out)
+        self.assertTrue(lines[0].startswith("UnsupportedError") and "'ks[0]'" in lines[0], lines[0])
+        self.assertTrue(lines[1].startswith("UnsupportedError") and "'count'" in lines[1], lines[1])
+        self.assertTrue(lines[2].startswith("UnsupportedError") and "'ks[1]'" in lines[2], lines[2])
+        self.assertTrue(lines[3].startswith("InvalidArgumentError") and "'arch'" in lines[3], lines[3])
         # The disk cache off: precompile has nowhere to put its output.
         rc, out, err = run_python("""
             import dsv4
