@@ -85,10 +85,11 @@ dsv4_status dsv4_precompile_topk(const int32_t *ks, int32_t count, const char *a
   static const char *fn = "dsv4_precompile_topk";
   DSV4_CHECK_ARG(ks != NULL, fn, "ks", "is NULL");
   DSV4_CHECK_RANGE(count >= 1 && count <= DSV4_MAX_PRECOMPILE_KERNELS / 2, fn, "count", count, "1..16");
-  for (int32_t i = 0; i < count; ++i)   /* dsv4_topk_select's range of k */
-    if (ks[i] < 1 || ks[i] > 4096)
-      return dsv4_fail(DSV4_ERR_UNSUPPORTED, "%s: argument 'ks[%d]' = %d is outside the supported range 1..4096", fn,
-                       (int)i, (int)ks[i]);
+  for (int32_t i = 0; i < count; ++i) {   /* dsv4_topk_select's range of k */
+    char arg[16];
+    snprintf(arg, sizeof arg, "ks[%d]", (int)i);
+    DSV4_CHECK_RANGE(ks[i] >= 1 && ks[i] <= 4096, fn, arg, ks[i], "1..4096");
+  }
   DSV4_TRY(dsv4_arch_check(arch));
   /* dsv4_topk_select's long-row kernel in both block sizes: rows of more than 8192 columns take 512 threads a
    * block, shorter ones (the warp kernel aside: cols <= 1024 and k <= 16) 256. */

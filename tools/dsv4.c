@@ -372,11 +372,10 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "cache") && argc >= 3) {
     if (!strcmp(argv[2], "warm")) {
       const char *arch = opt(argc, argv, "--arch", "sm_90a"), *topk = opt(argc, argv, "--topk", NULL);
-      int32_t ks[16];
-      const int nk = topk ? parse_ks(topk, ks, 16) : 0;
+      int32_t ks[64];   /* how many k one call takes is dsv4_precompile_topk's to say ('count') */
+      const int nk = topk ? parse_ks(topk, ks, 64) : 0;
       if (topk && nk < 1) {
-        fprintf(stderr, "dsv4: --topk takes up to 16 comma-separated k values, e.g. --topk 512,2048 (got '%s')\n",
-                topk);
+        fprintf(stderr, "dsv4: --topk takes comma-separated k values, e.g. --topk 512,2048 (got '%s')\n", topk);
         return 2;
       }
       const int rc = warm(preset, opt(argc, argv, "--mode", "dense"), arch);
