@@ -1,6 +1,8 @@
 /* Host launcher of dsv4_topk_select: the warp kernel of kernel_src/topk_select.cu for routing sizes
  * (cols <= 1024 and k <= 16), the cluster radix select of kernel_src/topk_long.cu for everything else (its
- * launch shape: dsv4_topk_long_plan_for). */
+ * launch shape: dsv4_topk_long_plan_for), except where that plan takes clusters of 16 blocks of 512 threads and
+ * slices of at most 8192 columns (a few rows of up to 131072 columns on sm_90): there the sample-threshold select
+ * of kernel_src/topk_sample.cu, with the same plan (it falls back to topk_long's row body in the same launch). */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +31,12 @@
 #define LONG_HIT_BYTES (4096 * 4)  /* kTlHits: the hit list beside a 16-bit key cache */
 #define LONG_MIN_POOL 1024         /* 4 * kTlRankSortMax: the counting sort's scratch */
 #define STATIC_SMEM_LIMIT (48 * 1024)
+/* topk_sample.cu */
+#define SAMPLE_CLUSTER 16        /* kTsCluster */
+#define SAMPLE_THREADS 512       /* kTsThreads */
+#define SAMPLE_MAX_SLICE 8192    /* kTsMaxSlice */
+#define SAMPLE_MIN_COLS 4097     /* cols > kTsSample: the sample's runs of 128 columns do not overlap */
+#define SAMPLE_SMEM 163984       /* sizeof(TsSmem) */
 
 bool dsv4_topk_select_uses_warp(int64_t cols, int32_t k) { return cols <= WARP_MAX_COLS && k <= WARP_MAX_K; }
 
@@ -54,6 +62,13 @@ static void long_spec_threads(int32_t k, int nt, dsv4_kernel_spec *out) {
 
 void dsv4_topk_long_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out) {
   long_spec_threads(k, long_threads(cols), out);
+}
+
+void dsv4_topk_sample_spec(int32_t k, dsv4_kernel_spec *out) {
+  const int kp = pow2_at_least(k);
+  out->source = "topk_sample.cu";
+  snprintf(out->name_expr, sizeof out->name_expr, "dsv4::topk_sample<%d>", kp);
+  snprintf(out->tag, sizeof out->tag, "topk_sample-kp%d", kp);
 }
 
 void dsv4_topk_select_spec(int64_t cols, int32_t k, dsv4_kernel_spec *out) {
@@ -342,6 +357,43 @@ static dsv4_status launch_long(dsv4_context *ctx, CUstream stream, int64_t plan_
   return launch_shape(ctx, stream, fn, plan, scores, rows, cols, row_stride, k, out_values, out_indices);
 }
 
+/* Whether topk_long's plan for a shape is one the sample-threshold kernel runs with. */
+bool dsv4_topk_sample_takes(const dsv4_topk_long_plan *plan, int64_t cols) {
+  return plan->cluster == SAMPLE_CLUSTER && plan->threads == SAMPLE_THREADS && plan->slice <= SAMPLE_MAX_SLICE &&
+         cols >= SAMPLE_MIN_COLS;
+}
+
+/* With ctx current: the sample-threshold kernel on `rows` rows with topk_long's plan, if the plan is one it runs
+ * with and all its clusters fit on the device at once (*launched says whether it was launched). */
+static dsv4_status launch_sample(dsv4_context *ctx, CUstream stream, const dsv4_topk_long_plan *plan,
+                                 const float *scores, int64_t rows, int64_t cols, int64_t row_stride, int32_t k,
+                                 float *out_values, int32_t *out_indices, bool *launched) {
+  *launched = false;
+  if (ctx->cc_major < 9 || !dsv4_topk_sample_takes(plan, cols)) return DSV4_OK;
+  dsv4_kernel_spec spec;
+  dsv4_topk_sample_spec(k, &spec);
+  CUfunction fn = NULL;
+  DSV4_TRY(dsv4_ctx_function(ctx, &spec, &fn));
+  int limit = 0;
+  DSV4_TRY(long_smem_limit(ctx, fn, &limit));
+  const unsigned smem = plan->smem > SAMPLE_SMEM ? plan->smem : SAMPLE_SMEM;
+  if ((int64_t)smem > limit) return DSV4_OK;
+  DSV4_TRY(long_allow_smem(ctx, fn, smem, limit));
+  int active[5];
+  long_active_clusters(ctx, fn, SAMPLE_THREADS, smem, active);
+  if (rows > (int64_t)active[4]) return DSV4_OK;   /* (log2 16 = 4) */
+  unsigned grid = plan->grid;
+  if ((int64_t)grid > rows * SAMPLE_CLUSTER) grid = (unsigned)(rows * SAMPLE_CLUSTER);
+  int ncols = (int)cols, slice = plan->slice, dense = plan->dense, cap = plan->cand_cap, wide = plan->key_bits == 32;
+  void *args[] = {&scores, &rows, &ncols, &row_stride, &k, &out_values, &out_indices, &slice, &dense, &cap, &wide};
+  CUlaunchAttribute attr;
+  CUlaunchConfig cfg;
+  cluster_config(&cfg, &attr, grid, SAMPLE_THREADS, SAMPLE_CLUSTER, smem, stream);
+  DSV4_CU(ctx->drv, cuLaunchKernelEx(&cfg, fn, args, NULL), "launching topk_sample (cluster)");
+  *launched = true;
+  return DSV4_OK;
+}
+
 dsv4_status dsv4_topk_select_enqueue(dsv4_context *ctx, CUstream stream, const float *scores, int64_t rows,
                                      int64_t cols, int64_t row_stride, int32_t k, float *out_values,
                                      int32_t *out_indices) {
@@ -363,7 +415,14 @@ dsv4_status dsv4_topk_select_enqueue(dsv4_context *ctx, CUstream stream, const f
                     "launching topk_select_warp");
   } else {
     DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
-    s = launch_long(ctx, stream, rows, scores, rows, cols, row_stride, k, out_values, out_indices);
+    CUfunction fn = NULL;
+    dsv4_topk_long_plan plan;
+    bool launched = false;
+    s = long_setup(ctx, rows, cols, k, &fn, &plan);
+    if (s == DSV4_OK)
+      s = launch_sample(ctx, stream, &plan, scores, rows, cols, row_stride, k, out_values, out_indices, &launched);
+    if (s == DSV4_OK && !launched)
+      s = launch_shape(ctx, stream, fn, plan, scores, rows, cols, row_stride, k, out_values, out_indices);
   }
   dsv4_ctx_leave(ctx, pushed);
   return s;

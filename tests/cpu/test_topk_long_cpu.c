@@ -291,6 +291,25 @@ static void test_compiles(void **state) {
       dsv4_cubin_free(&cubin);
     }
   }
+  /* The sample-threshold kernel (few rows of up to 131072 columns): the indexer's k and the extremes. Only sm_90+
+   * runs it; it compiles for sm_80 too (its cluster steps become block barriers there). */
+  static const int32_t sample_ks[] = {512, 2048, 1, 4096};
+  for (size_t i = 0; i < sizeof sample_ks / sizeof sample_ks[0]; ++i) {
+    dsv4_kernel_spec spec;
+    dsv4_topk_sample_spec(sample_ks[i], &spec);
+    assert_string_equal(spec.source, "topk_sample.cu");
+    for (int a = 0; a < 3; ++a) {
+      dsv4_cubin cubin;
+      const double t0 = dsv4_now_ms();
+      dsv4_status s = dsv4_jit_compile(NULL, &spec, archs[a], &cubin);
+      if (s != DSV4_OK) fprintf(stderr, "%s for %s: %s\n", spec.name_expr, archs[a], dsv4_last_error());
+      assert_int_equal(s, DSV4_OK);
+      assert_true(cubin.size > 256);
+      assert_memory_equal(cubin.image, "\177ELF", 4);
+      printf("  %-34s %-8s %7zu bytes %6.0f ms\n", spec.name_expr, archs[a], cubin.size, dsv4_now_ms() - t0);
+      dsv4_cubin_free(&cubin);
+    }
+  }
 }
 
 /* The forced shapes of test_gpu_topk_long's test_forced_shapes (tests/topk_long_shapes.h, the same case list)

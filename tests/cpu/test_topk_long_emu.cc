@@ -41,7 +41,10 @@ extern "C" {   /* C headers (cmocka's, too) without C++ guards */
 }
 
 #include "topk_long_emu.h"
+static int g_sample_fast_rows;   /* rows topk_sample.cu selected without its fallback */
+#define DSV4_TS_FAST_ROW() (++g_sample_fast_rows)
 #include "topk_long.cu"
+#include "topk_sample.cu"
 
 static bool exhaustive() {
   const char* ex = getenv("DSV4_TEST_EXHAUSTIVE");
@@ -96,6 +99,7 @@ struct shape {
   int kp, nt, cl, slice, dense, cap, wide;
   size_t smem;
   int nclusters;
+  bool sample;   /* topk_sample.cu with this (topk_long) plan: clusters of 16 blocks of 512 threads */
 };
 
 template <int KP, int NT>
@@ -105,6 +109,12 @@ static void launch(const float* scores, int64_t rows, int cols, int64_t stride, 
   grid.x = (unsigned)(s.nclusters * s.cl);
   for (int c = 0; c < s.nclusters; ++c)
     emu::run_cluster(s.cl, NT, s.smem, (unsigned)(c * s.cl), grid, [&] {
+      if constexpr (NT == dsv4::kTsThreads) {
+        if (s.sample) {
+          dsv4::topk_sample<KP>(scores, rows, cols, stride, k, ov, oi, s.slice, s.dense, s.cap, s.wide);
+          return;
+        }
+      }
       dsv4::topk_long<KP, NT>(scores, rows, cols, stride, k, ov, oi, s.slice, s.dense, s.cap, s.wide);
     });
 }
@@ -143,7 +153,7 @@ static launch_fn pick(int kp, int nt) {
 static shape from_plan(const dsv4_topk_long_plan& p, int nclusters) {
   shape s;
   s.kp = p.kp, s.nt = p.threads, s.cl = p.cluster, s.slice = p.slice, s.dense = p.dense, s.cap = p.cand_cap;
-  s.wide = p.key_bits == 32, s.smem = p.smem, s.nclusters = nclusters;
+  s.wide = p.key_bits == 32, s.smem = p.smem, s.nclusters = nclusters, s.sample = false;
   return s;
 }
 
@@ -370,6 +380,45 @@ static void test_planner_shapes(void** state) {
   report("planner shapes", c0, f0);
 }
 
+/* The sample-threshold kernel (topk_sample.cu) on the plans it runs with (clusters of 16 blocks of 512 threads;
+ * slices down to ~300 columns here, 8192 on the GPU), its shared memory the larger of its layout and topk_long's:
+ * every generator, so that rows of few distinct values, NaN-heavy rows and ties at the cut take its fallback
+ * (topk_long's row body in the same launch) and the others its own path; rows looped over by one cluster too.
+ * It must select the continuous rows itself: at least the random and bell rows take the fast path. */
+static shape sample_shape(int cols, int k, int pool, int nclusters) {
+  shape s = forced_shape(cols, k, 512, 16, pool, nclusters);
+  s.sample = true;
+  if (s.smem < sizeof(dsv4::TsSmem)) s.smem = sizeof(dsv4::TsSmem);
+  return s;
+}
+
+static void test_sample_select(void** state) {
+  (void)state;
+  const int c0 = g_cases, f0 = g_failures, fast0 = g_sample_fast_rows;
+  uint64_t seed = 7000;
+  int continuous_rows = 0;
+  for (int mode = 0; mode < NMODES; ++mode) {
+    const int cols = mode % 2 ? 16003 : 6000;
+    for (int k : {1, 64, 700}) {
+      const int64_t rows = mode % 3 == 0 ? 2 : 1;
+      const int64_t stride = cols + (mode & 1) * 5;
+      if (mode == RANDOM || mode == BELL) continuous_rows += (int)rows;
+      run_case(rows, cols, stride, (int)(mode & 1), k, mode, sample_shape(cols, k, mode % 3 == 0 ? 1 : 0,
+               mode % 3 == 0 ? 1 : (int)rows), seed++);
+    }
+  }
+  /* The indexer's shape itself: one row of 131072, k = 512 and 2048. */
+  for (int mode : {RANDOM, CUTTIES})
+    for (int k : {512, 2048}) {
+      if (mode == RANDOM) ++continuous_rows;
+      run_case(1, 131072, 131072, 0, k, mode, sample_shape(131072, k, 0, 1), seed++);
+    }
+  printf("  the sample path selected %d rows itself (continuous rows: %d)\n", g_sample_fast_rows - fast0,
+         continuous_rows);
+  assert_true(g_sample_fast_rows - fast0 >= continuous_rows);
+  report("sample-threshold select", c0, f0);
+}
+
 int main(void) {
   printf("hit list: %d positions%s\n", dsv4::kTlHits, exhaustive() ? "; DSV4_TEST_EXHAUSTIVE=1: every case" : "");
   /* DSV4_TEST_FILTER: run only the tests whose name matches (wildcards * and ?), as in the GPU suite. */
@@ -377,7 +426,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_small_blocks),  cmocka_unit_test(test_k_near_cols), cmocka_unit_test(test_row_loops),
       cmocka_unit_test(test_large_k),       cmocka_unit_test(test_real_blocks), cmocka_unit_test(test_gpu_forced_shapes),
-      cmocka_unit_test(test_planner_shapes), cmocka_unit_test(test_spread_ties),
+      cmocka_unit_test(test_planner_shapes), cmocka_unit_test(test_spread_ties), cmocka_unit_test(test_sample_select),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -96,6 +96,7 @@ struct Block {
   std::vector<unsigned long long> slot[2];   // warp exchange slots, one per thread, by warp barrier parity
   std::vector<unsigned> combined, combined_gen;   // per warp: the last warp_combine's result and its barrier gen
   int rank = 0, live = 0;                    // live: threads not yet exited
+  unsigned or_acc[3] = {0u, 0u, 0u};         // __syncthreads_or: call c gathers in or_acc[c % 3]
 };
 
 struct Thread {
@@ -108,6 +109,7 @@ struct Thread {
   dim3 threadIdx, blockIdx;
   unsigned cluster_gen = 0;   // the cluster barrier's generation at this thread's arrive
   bool arrived = false;       // a cluster arrive whose wait has not happened yet
+  unsigned or_calls = 0;      // this thread's __syncthreads_or calls so far
   void* fake_stack = nullptr; // ASan's bookkeeping of the thread's stack
 };
 
@@ -361,6 +363,28 @@ inline unsigned atomicAdd(unsigned* p, unsigned v) {
   return old;
 }
 inline void __syncthreads() { emu::arrive_and_wait(emu::g.cur->block->bar); }
+// Call c of the block gathers in or_acc[c % 3]; after its barrier every thread clears the buffer of call c + 2 (last
+// used by call c - 1, which every thread has read before reaching this barrier; written again only after the
+// barrier of call c + 1, which no thread passes before every thread has cleared it).
+inline int __syncthreads_or(int pred) {
+  emu::Thread* t = emu::g.cur;
+  emu::Block* b = t->block;
+  const unsigned c = t->or_calls++;
+  if (pred) b->or_acc[c % 3] = 1u;
+  emu::arrive_and_wait(b->bar);
+  const int r = b->or_acc[c % 3] != 0u;
+  b->or_acc[(c + 2) % 3] = 0u;
+  return r;
+}
+inline unsigned atomicMax(unsigned* p, unsigned v) {
+  const unsigned old = *p;
+  if (v > old) *p = v;
+  return old;
+}
+template <typename T>
+inline T min(T a, T b) { return b < a ? b : a; }
+template <typename T>
+inline T max(T a, T b) { return a < b ? b : a; }
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
   emu::full_mask(mask);
   emu::arrive_and_wait(emu::g.cur->block->warp_bar[(size_t)emu::g.cur->warp]);
@@ -396,6 +420,14 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
   });
 }
 inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0u; }
+inline unsigned __reduce_max_sync(unsigned mask, unsigned x) {
+  emu::full_mask(mask);
+  return emu::warp_combine(x, [](const unsigned* v) {
+    unsigned r = 0;
+    for (int l = 0; l < 32; ++l) r = v[l] > r ? v[l] : r;
+    return r;
+  });
+}
 inline unsigned __reduce_add_sync(unsigned mask, unsigned x) {
   emu::full_mask(mask);
   return emu::warp_combine(x, [](const unsigned* v) {

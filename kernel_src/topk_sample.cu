@@ -1,0 +1,289 @@
+// Long-row top-k for few long rows by a sample threshold (dsv4_topk_select picks it where topk_long.cu's plan
+// takes clusters of 16 blocks of 512 threads and a block's slice is at most 8192 columns: 1..8 rows of 8193 to
+// 131072 columns on an H100). The same contract and bits as topk_long.cu: per row the k largest values and their
+// column indices, descending; equal values -> lower index first; NaN below everything (-0.0 == +0.0); values
+// copied bit for bit. Measured first as docs/experiments/topk_sample_skeleton.cu (docs/performance.md).
+//
+// topk_sample<KP>: one cluster of 16 blocks per row, block r owning the columns [r*slice, (r+1)*slice), 16 a
+// thread, kept in registers as order keys (tl_order_key). Per row:
+//   1. every block loads its slice and the same sample of kTsSample scores (32 runs of 128 consecutive columns
+//      spread over the row);
+//   2. every block finds the same threshold T from the sample: a two-level radix select (12 + 12 bits) of the
+//      q-th largest sample key, q = 2 k kTsSample / cols, and T the lower edge of its 24-bit bin;
+//   3. the keys >= T go to the block's candidate list as composite keys (tl_ckey: distinct, in output order);
+//   4. a cluster barrier; every warp reads the 16 blocks' counts and largest candidate keys;
+//   5. every block copies all the cluster's candidates, counts them into kTsBuckets buckets by where their order
+//      key lies between T and the largest (a non-decreasing map), arrives at a second cluster barrier, scans the
+//      counts into "candidates above", waits, scatters all candidates by bucket into its own list's space, and
+//      writes its own candidates whose rank (the candidates above their bucket plus the larger keys in it) is
+//      below k (tl_put: the value read back where the key does not give its bits).
+// Fallback, decided alike by every block from the same counts: a row with fewer than k or more than kTsCap
+// candidates (rows of few distinct values), or a bucket of more than kTsBucketMax keys (ties), is selected by
+// topk_long's row body (topk_long_row.cuh) in the same launch, after a cluster barrier, with the plan's slice,
+// cache and buffer sizes: the dynamic shared memory is the larger of the two layouts.
+//
+// Cluster barriers per row: two (three on a fallback, then topk_long's). No global scratch, no atomics outside
+// shared memory: like topk_long, the launch needs no workspace and is graph-capturable.
+#include "topk_long_row.cuh"
+
+// A host harness (tests/cpu/test_topk_long_emu.cc) counts the rows the sample path selects; nothing on a GPU.
+#ifndef DSV4_TS_FAST_ROW
+#define DSV4_TS_FAST_ROW()
+#endif
+
+namespace dsv4 {
+
+constexpr int kTsThreads = 512, kTsCluster = 16;
+constexpr int kTsPer = 16;                       // slice keys a thread: slices up to kTsThreads * kTsPer columns
+constexpr int kTsMaxSlice = kTsThreads * kTsPer;
+constexpr int kTsSample = 4096, kTsSamplePer = kTsSample / kTsThreads, kTsRun = 128;
+constexpr int kTsCap = 8192;                     // candidates of a row at most (the copies' room)
+constexpr int kTsBuckets = 2048, kTsBucketMax = 64;
+
+struct TsSmem {
+  tl_u32 hist[2][4096];     // the threshold's two levels; then bucket counts ([0]) and "above" ([1])
+  tl_u32 scan[32];
+  tl_u32 pick[2];
+  tl_u32 count;             // this block's candidates
+  tl_u32 maxkey;            // the largest order key among them
+  tl_u64 own[kTsMaxSlice];  // this block's candidates (read by the cluster); then all of them by bucket
+  tl_u64 all[kTsCap];       // every block's, in block order
+};
+static_assert(sizeof(TsSmem) == 163984, "host: SAMPLE_SMEM (runtime/ops/topk_select.c)");
+
+// One radix level of the threshold (L = 0: order-key bits 31..20; L = 1: 19..8) over the sample keys whose higher
+// bits equal `prefix`: the 12-bit digit of the need-th largest (1-based), and need within it. Thread t owns the
+// bins [8t, 8t + 8).
+template <int L>
+__device__ __forceinline__ void ts_level(const tl_u32 (&sk)[kTsSamplePer], tl_u32& prefix, tl_u32& need,
+                                         TsSmem& sm) {
+  constexpr int shift = 20 - 12 * L;
+  constexpr tl_u32 mask = L == 0 ? 0u : 0xfff00000u;
+  tl_u32* h = sm.hist[L];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int i = 0; i < kTsSamplePer; ++i)
+    if ((sk[i] & mask) == prefix) atomicAdd(&h[(sk[i] >> shift) & 4095u], 1u);
+  __syncthreads();
+  const uint4 c0 = reinterpret_cast<const uint4*>(h)[2 * threadIdx.x];
+  const uint4 c1 = reinterpret_cast<const uint4*>(h)[2 * threadIdx.x + 1];
+  const tl_u32 c[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
+  tl_u32 mine = 0u;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) mine += c[j];
+  tl_u32 incl = mine;   // this thread's bins and the higher threads' (within the warp)
+#pragma unroll
+  for (int d = 1; d < 32; d <<= 1) {
+    const tl_u32 o = __shfl_down_sync(kTlFull, incl, d);
+    if (lane + d < 32) incl += o;
+  }
+  if (lane == 0) sm.scan[warp] = incl;
+  __syncthreads();
+  const tl_u32 wt = lane < kTsThreads / 32 ? sm.scan[lane] : 0u;
+  tl_u32 acc = __reduce_add_sync(kTlFull, lane > warp ? wt : 0u) + incl - mine;   // the bins above this thread's
+  if (acc < need && need <= acc + mine) {   // exactly one thread
+#pragma unroll
+    for (int j = 7; j >= 0; --j) {
+      if (acc < need && need <= acc + c[j]) sm.pick[0] = (tl_u32)(8 * threadIdx.x + j), sm.pick[1] = need - acc;
+      acc += c[j];
+    }
+  }
+  __syncthreads();
+  prefix |= sm.pick[0] << shift;
+  need = sm.pick[1];
+  __syncthreads();   // pick (and scan) are rewritten next
+}
+
+// The bucket of order key h (every candidate's is in [T, top]): non-decreasing in h.
+__device__ __forceinline__ tl_u32 ts_bucket(tl_u32 h, tl_u32 T, float scale) {
+  return min((tl_u32)((float)(h - T) * scale), (tl_u32)kTsBuckets - 1u);
+}
+
+template <int KP>
+__global__ void __launch_bounds__(kTsThreads)
+    topk_sample(const float* __restrict__ scores, i64 rows, int cols, i64 row_stride, int k,
+                float* __restrict__ out_values, int* __restrict__ out_indices, int slice, int dense_n, int cap,
+                int wide_keys) {
+  static_assert(KP >= 1 && KP <= 4096 && (KP & (KP - 1)) == 0, "KP is a power of two up to 4096");
+  static_assert(kTsBuckets == 4 * kTsThreads && kTsSample == kTsSamplePer * kTsThreads, "shapes");
+  TsSmem& sm = *reinterpret_cast<TsSmem*>(tl_smem());
+  const tl_u32 r = tl_cluster_rank();
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const bool vec = ((((unsigned long long)scores) | (unsigned long long)(row_stride * 4)) & 15ull) == 0;
+  const int lo = (int)r * slice;
+  const int n = lo < cols ? (cols - lo < slice ? cols - lo : slice) : 0;   // this block's columns (<= slice)
+  const i64 nclusters = (i64)(gridDim.x / (unsigned)kTsCluster);
+  bool pending = false;   // a cluster arrive of topk_long_row whose wait is still due
+
+  for (i64 row = (i64)(blockIdx.x / (unsigned)kTsCluster); row < rows; row += nclusters) {
+    const float* prow = scores + row * row_stride;
+    if (pending) tl_cluster_wait(), pending = false;   // the previous row's readers of this block are done
+    // 1. The slice (thread t: columns lo + 4 (t + 512 c) + u) and the sample (run j: 128 columns from
+    // j * (cols / 32)); the histograms and counters are cleared while the loads are in flight.
+    float v[kTsPer];
+#pragma unroll
+    for (int c = 0; c < kTsPer / 4; ++c) {
+      const int col = 4 * (tid + c * kTsThreads);
+      if (vec && col + 3 < n) {
+        const float4 q = __ldg(reinterpret_cast<const float4*>(prow + lo + col));
+        v[4 * c] = q.x, v[4 * c + 1] = q.y, v[4 * c + 2] = q.z, v[4 * c + 3] = q.w;
+      } else {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) v[4 * c + u] = col + u < n ? __ldg(prow + lo + col + u) : 0.0f;
+      }
+    }
+    float sv[kTsSamplePer];
+    const int run_stride = cols / (kTsSample / kTsRun);   // >= kTsRun: cols > kTsSample
+#pragma unroll
+    for (int i = 0; i < kTsSamplePer; ++i) {
+      const int s = tid + i * kTsThreads;
+      sv[i] = __ldg(prow + (s / kTsRun) * run_stride + s % kTsRun);
+    }
+#pragma unroll
+    for (int i = 0; i < 2 * 4096 / 4 / kTsThreads; ++i)
+      reinterpret_cast<uint4*>(&sm.hist[0][0])[tid + i * kTsThreads] = make_uint4(0u, 0u, 0u, 0u);
+    if (tid == 0) sm.count = 0u, sm.maxkey = 0u;
+    tl_u32 key[kTsPer], sk[kTsSamplePer];
+#pragma unroll
+    for (int i = 0; i < kTsPer; ++i) key[i] = tl_order_key(v[i]);
+#pragma unroll
+    for (int i = 0; i < kTsSamplePer; ++i) sk[i] = tl_order_key(sv[i]);
+    __syncthreads();
+
+    // 2. The threshold.
+    const tl_u32 q = (tl_u32)(2 * (i64)k * kTsSample / cols) > 0u ? (tl_u32)(2 * (i64)k * kTsSample / cols) : 1u;
+    tl_u32 T = 0u, need = q;
+    ts_level<0>(sk, T, need, sm);
+    ts_level<1>(sk, T, need, sm);
+
+    // 3. The candidates (a column past the slice is none): a thread counts its hits, a warp scan places them, one
+    // shared atomic a warp; the block's largest candidate key beside.
+    tl_u32 cnt = 0u, kmax = 0u;
+#pragma unroll
+    for (int i = 0; i < kTsPer; ++i) {
+      const bool hit = 4 * (tid + (i / 4) * kTsThreads) + i % 4 < n && key[i] >= T;
+      cnt += hit ? 1u : 0u;
+      kmax = hit && key[i] > kmax ? key[i] : kmax;
+    }
+    tl_u32 incl = cnt;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const tl_u32 o = __shfl_up_sync(kTlFull, incl, d);
+      if (lane >= d) incl += o;
+    }
+    tl_u32 base = 0u;
+    if (lane == 31 && incl != 0u) base = atomicAdd(&sm.count, incl);
+    tl_u32 pos = __shfl_sync(kTlFull, base, 31) + incl - cnt;
+    kmax = __reduce_max_sync(kTlFull, kmax);
+    if (lane == 0 && kmax != 0u) atomicMax(&sm.maxkey, kmax);
+#pragma unroll
+    for (int i = 0; i < kTsPer; ++i) {
+      const int col = 4 * (tid + (i / 4) * kTsThreads) + i % 4;
+      if (col < n && key[i] >= T) sm.own[pos++] = tl_ckey(key[i], (tl_u32)(lo + col));
+    }
+
+    // 4. The counts over the cluster: every warp reads them itself (lane b: block b's).
+    tl_cluster_arrive();
+    tl_cluster_wait();
+    const tl_u32 cb = lane < kTsCluster ? tl_peer(&sm.count, (tl_u32)lane)[0] : 0u;
+    const tl_u32 top = __reduce_max_sync(kTlFull, lane < kTsCluster ? tl_peer(&sm.maxkey, (tl_u32)lane)[0] : 0u);
+    tl_u32 off = cb;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const tl_u32 o = __shfl_up_sync(kTlFull, off, d);
+      if (lane >= d) off += o;
+    }
+    const tl_u32 total = __shfl_sync(kTlFull, off, 31);
+    off -= cb;   // where block `lane`'s candidates start among all
+    bool fallback = total < (tl_u32)k || total > (tl_u32)kTsCap;
+    tl_u32* const bcnt = sm.hist[0];
+    tl_u32* const above = sm.hist[1];
+    if (!fallback) {
+      // 5. Copy all candidates (block order; the block of entry j from the 16 offsets in registers, two loads in
+      // flight a thread, clamped) and count them into buckets.
+      tl_u32 offs[kTsCluster];
+#pragma unroll
+      for (int b = 0; b < kTsCluster; ++b) offs[b] = __shfl_sync(kTlFull, off, b);
+      const tl_u32 mine_at = __shfl_sync(kTlFull, off, (int)r);
+      const float scale = (float)kTsBuckets / (float)((tl_u64)top - T + 1ull);
+      // The bucket counts were the threshold's first histogram: every thread of this block read it before the
+      // barriers above.
+      reinterpret_cast<uint4*>(bcnt)[tid] = make_uint4(0u, 0u, 0u, 0u);
+      __syncthreads();
+      for (tl_u32 j0 = (tl_u32)tid; j0 < total; j0 += 2 * kTsThreads) {
+        tl_u64 c[2];
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+          const tl_u32 j = min(j0 + u * kTsThreads, total - 1u);
+          tl_u32 b = 0u, ob = 0u;   // no dynamic index into offs
+#pragma unroll
+          for (int q2 = 1; q2 < kTsCluster; ++q2)
+            if (j >= offs[q2]) b = (tl_u32)q2, ob = offs[q2];
+          c[u] = tl_peer(sm.own, b)[j - ob];
+        }
+#pragma unroll
+        for (int u = 0; u < 2; ++u)
+          if (j0 + u * kTsThreads < total) {
+            sm.all[j0 + u * kTsThreads] = c[u];
+            atomicAdd(&bcnt[ts_bucket((tl_u32)(c[u] >> 32), T, scale)], 1u);
+          }
+      }
+      tl_cluster_arrive();   // this block's reads of the others are done (their values are stored)
+      __syncthreads();       // all and the bucket counts are complete
+      // above[b] = the candidates in buckets above b; the counts are cleared for the scatter's fills. Every block
+      // has the same counts, so every block sees the same crowded bucket, or none.
+      const uint4 bc = reinterpret_cast<const uint4*>(bcnt)[tid];
+      const tl_u32 bmine = bc.x + bc.y + bc.z + bc.w;
+      tl_u32 bincl = bmine;
+#pragma unroll
+      for (int d = 1; d < 32; d <<= 1) {
+        const tl_u32 o = __shfl_down_sync(kTlFull, bincl, d);
+        if (lane + d < 32) bincl += o;
+      }
+      if (lane == 0) sm.scan[warp] = bincl;
+      const bool crowded_here = max(max(bc.x, bc.y), max(bc.z, bc.w)) > (tl_u32)kTsBucketMax;
+      const bool crowded = __syncthreads_or(crowded_here) != 0;
+      const tl_u32 wt = lane < kTsThreads / 32 ? sm.scan[lane] : 0u;
+      const tl_u32 bbase = __reduce_add_sync(kTlFull, lane > warp ? wt : 0u) + bincl - bmine;
+      reinterpret_cast<uint4*>(above)[tid] = make_uint4(bbase + bc.w + bc.z + bc.y, bbase + bc.w + bc.z,
+                                                        bbase + bc.w, bbase);
+      reinterpret_cast<uint4*>(bcnt)[tid] = make_uint4(0u, 0u, 0u, 0u);
+      __syncthreads();
+      tl_cluster_wait();   // no block reads this block's list any more
+      if (crowded) {
+        fallback = true;
+      } else {
+        // 6. Scatter all candidates by bucket into own's space (highest bucket first), then rank and write this
+        // block's own (all[mine_at, + count)).
+        for (tl_u32 j = (tl_u32)tid; j < total; j += kTsThreads) {
+          const tl_u64 c = sm.all[j];
+          const tl_u32 b = ts_bucket((tl_u32)(c >> 32), T, scale);
+          sm.own[above[b] + atomicAdd(&bcnt[b], 1u)] = c;
+        }
+        __syncthreads();
+        const tl_u32 nm = sm.count;
+        float* ov = out_values + row * (i64)k;
+        int* oi = out_indices + row * (i64)k;
+        for (tl_u32 i = (tl_u32)tid; i < nm; i += kTsThreads) {
+          const tl_u64 c = sm.all[mine_at + i];
+          const tl_u32 b = ts_bucket((tl_u32)(c >> 32), T, scale);
+          const tl_u32 s_lo = above[b], s_hi = b > 0u ? above[b - 1u] : total;
+          tl_u32 slot = s_lo;
+          for (tl_u32 s = s_lo; s < s_hi; ++s) slot += sm.own[s] > c ? 1u : 0u;
+          if (slot < (tl_u32)k) tl_put(oi, ov, slot, c, prow);
+        }
+        if (r == 0u && tid == 0) DSV4_TS_FAST_ROW();
+        __syncthreads();   // own, all and the counters are reused by the next row
+      }
+    } else {
+      tl_cluster_arrive();   // this block's reads of the others' counts are done
+      tl_cluster_wait();
+    }
+    if (fallback)   // every block alike: topk_long's select on this row, over the whole shared memory
+      topk_long_row<KP, kTsThreads>(scores, cols, row_stride, k, out_values, out_indices, slice, dense_n, cap,
+                                    wide_keys, row, pending);
+  }
+  if (pending) tl_cluster_wait();   // no block leaves while another may still read its shared memory
+}
+
+}  // namespace dsv4
