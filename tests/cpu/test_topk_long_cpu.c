@@ -268,9 +268,25 @@ static void test_order_key(void **state) {
 }
 
 /* ---------------- NVRTC ---------------- */
+/* spec compiles for sm_80, sm_90a and sm_100a into a cubin. */
+static void compile_for_every_arch(const dsv4_kernel_spec *spec) {
+  static const char *const archs[] = {"sm_80", "sm_90a", "sm_100a"};
+  for (int a = 0; a < 3; ++a) {
+    dsv4_cubin cubin;
+    const double t0 = dsv4_now_ms();
+    dsv4_status s = dsv4_jit_compile(NULL, spec, archs[a], &cubin);
+    if (s != DSV4_OK) fprintf(stderr, "%s for %s: %s\n", spec->name_expr, archs[a], dsv4_last_error());
+    assert_int_equal(s, DSV4_OK);
+    assert_true(cubin.size > 256);
+    assert_memory_equal(cubin.image, "\177ELF", 4);
+    assert_true(strlen(cubin.lowered_name) > 0);
+    printf("  %-34s %-8s %7zu bytes %6.0f ms\n", spec->name_expr, archs[a], cubin.size, dsv4_now_ms() - t0);
+    dsv4_cubin_free(&cubin);
+  }
+}
+
 static void test_compiles(void **state) {
   (void)state;
-  static const char *const archs[] = {"sm_80", "sm_90a", "sm_100a"};
   /* (cols, k): the indexer's k = 512 and 2048 on long rows, the extremes of k, and both block sizes. */
   static const struct { int64_t cols; int32_t k; } shapes[] = {
       {131072, 512}, {131072, 2048}, {1 << 20, 4096}, {65536, 1}, {2048, 64}, {8192, 4096}, {1025, 17}};
@@ -278,37 +294,16 @@ static void test_compiles(void **state) {
     dsv4_kernel_spec spec;
     dsv4_topk_select_spec(shapes[i].cols, shapes[i].k, &spec);
     assert_string_equal(spec.source, "topk_long.cu");
-    for (int a = 0; a < 3; ++a) {
-      dsv4_cubin cubin;
-      const double t0 = dsv4_now_ms();
-      dsv4_status s = dsv4_jit_compile(NULL, &spec, archs[a], &cubin);
-      if (s != DSV4_OK) fprintf(stderr, "%s for %s: %s\n", spec.name_expr, archs[a], dsv4_last_error());
-      assert_int_equal(s, DSV4_OK);
-      assert_true(cubin.size > 256);
-      assert_memory_equal(cubin.image, "\177ELF", 4);
-      assert_true(strlen(cubin.lowered_name) > 0);
-      printf("  %-34s %-8s %7zu bytes %6.0f ms\n", spec.name_expr, archs[a], cubin.size, dsv4_now_ms() - t0);
-      dsv4_cubin_free(&cubin);
-    }
+    compile_for_every_arch(&spec);
   }
-  /* The sample-threshold kernel (few rows of up to 131072 columns): the indexer's k and the extremes. Only sm_90+
-   * runs it; it compiles for sm_80 too (its cluster steps become block barriers there). */
+  /* The sample-threshold kernel (few rows of 131072 columns): the indexer's k and the extremes. Only sm_90+ runs
+   * it; it compiles for sm_80 too (its cluster steps become block barriers there). */
   static const int32_t sample_ks[] = {512, 2048, 1, 4096};
   for (size_t i = 0; i < sizeof sample_ks / sizeof sample_ks[0]; ++i) {
     dsv4_kernel_spec spec;
     dsv4_topk_sample_spec(sample_ks[i], &spec);
     assert_string_equal(spec.source, "topk_sample.cu");
-    for (int a = 0; a < 3; ++a) {
-      dsv4_cubin cubin;
-      const double t0 = dsv4_now_ms();
-      dsv4_status s = dsv4_jit_compile(NULL, &spec, archs[a], &cubin);
-      if (s != DSV4_OK) fprintf(stderr, "%s for %s: %s\n", spec.name_expr, archs[a], dsv4_last_error());
-      assert_int_equal(s, DSV4_OK);
-      assert_true(cubin.size > 256);
-      assert_memory_equal(cubin.image, "\177ELF", 4);
-      printf("  %-34s %-8s %7zu bytes %6.0f ms\n", spec.name_expr, archs[a], cubin.size, dsv4_now_ms() - t0);
-      dsv4_cubin_free(&cubin);
-    }
+    compile_for_every_arch(&spec);
   }
 }
 
