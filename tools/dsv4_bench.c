@@ -210,6 +210,14 @@ static dsv4_status topk_launch(void *user, CUstream stream) {
                           (float *)(uintptr_t)a->v, (int32_t *)(uintptr_t)a->i);
 }
 
+/* The long-row kernel topk_long.cu alone, with the plan dsv4_topk_select would give it: beside the rows the
+ * sample-threshold kernel takes (topk_sample.cu), what that kernel saves. */
+static dsv4_status topk_long_launch(void *user, CUstream stream) {
+  routing_args *a = user;
+  return dsv4_topk_long_enqueue_planned(a->ctx, stream, a->rows, (const float *)(uintptr_t)a->in, a->rows, a->cols,
+                                        a->cols, a->k, (float *)(uintptr_t)a->v, (int32_t *)(uintptr_t)a->i);
+}
+
 static dsv4_status act_launch(void *user, CUstream stream) {
   routing_args *a = user;
   return dsv4_activation_topk(a->ctx, stream, (const float *)(uintptr_t)a->in, a->rows, (int32_t)a->cols,
@@ -258,7 +266,8 @@ static void routing_teardown(routing_args *a) {
  * timed. Effective bandwidth = 4 bytes x rows x cols (the scores read once) / time. ties: the scores rounded
  * to multiples of 1/4 (a few dozen distinct values a row, hundreds of copies of each at the cut). */
 static void bench_topk_select(dsv4_context *ctx, CUstream stream, int64_t rows, int64_t cols, int32_t k, double copy_gbps,
-                              bool ties) {
+                              bool ties, bool long_only) {
+  dsv4_launch_fn launch = long_only ? topk_long_launch : topk_launch;
   const dsv4_driver *drv = ctx->drv;
   float *in, *bias;
   routing_args a = routing_setup(ctx, rows, cols, k, &in, &bias);
@@ -266,7 +275,7 @@ static void bench_topk_select(dsv4_context *ctx, CUstream stream, int64_t rows, 
     for (int64_t i = 0; i < rows * cols; ++i) in[i] = rintf(in[i] * 4.0f) * 0.25f + 0.0f;
     CHECK(drv->cuMemcpyHtoD(a.in, in, 4 * (size_t)(rows * cols)) ? DSV4_ERR_CUDA : DSV4_OK);
   }
-  CHECK(topk_launch(&a, stream));
+  CHECK(launch(&a, stream));
   CHECK(drv->cuStreamSynchronize(stream) ? DSV4_ERR_CUDA : DSV4_OK);
   const size_t out = (size_t)rows * k;
   float *v = malloc(4 * out), *rv = malloc(4 * (size_t)k);
@@ -285,14 +294,15 @@ static void bench_topk_select(dsv4_context *ctx, CUstream stream, int64_t rows, 
   }
   dsv4_timing t;
   const size_t flush = (size_t)ctx->l2_bytes * 4;
-  CHECK(dsv4_time_launches(drv, stream, topk_launch, &a, rows * cols > ((int64_t)1 << 22) ? g_calls / 4 + 1 : g_calls,
+  CHECK(dsv4_time_launches(drv, stream, launch, &a, rows * cols > ((int64_t)1 << 22) ? g_calls / 4 + 1 : g_calls,
                            g_reps, flush, &t));
   char name[64], extra[160];
-  snprintf(name, sizeof name, "topk_select %lldx%lld k=%d%s", (long long)rows, (long long)cols, k, ties ? " ties" : "");
+  snprintf(name, sizeof name, "%s %lldx%lld k=%d%s", long_only ? "topk_long alone" : "topk_select", (long long)rows,
+           (long long)cols, k, ties ? " ties" : "");
   const double bytes = 4.0 * (double)rows * (double)cols, gbs = bytes / (t.graph_us * 1e3);
   snprintf(extra, sizeof extra, "%.0f GB/s scores read = %.0f%% of copy read rate (copy %.0f GB/s / 2)", gbs,
            100.0 * gbs / (copy_gbps / 2.0), copy_gbps);
-  row(name, ties ? "info" : rows == 1 && cols >= 131072 ? "<= ~4 us" : cols >= 131072 ? "info; >=1.5TB/s" : "", &t,
+  row(name, ties || long_only ? "info" : rows == 1 && cols >= 131072 ? "<= ~4 us" : cols >= 131072 ? "info; >=1.5TB/s" : "", &t,
       extra);
   routing_teardown(&a);
   free(in), free(bias), free(v), free(rv), free(idx), free(ri);
@@ -682,8 +692,8 @@ int main(int argc, char **argv) {
     bench_router(ctx, stream, "v4-flash");
   }
   if (want("topk")) {
-    bench_topk_select(ctx, stream, 16384, 384, 6, gbps, false);
-    bench_topk_select(ctx, stream, 65536, 384, 6, gbps, false);
+    bench_topk_select(ctx, stream, 16384, 384, 6, gbps, false, false);
+    bench_topk_select(ctx, stream, 65536, 384, 6, gbps, false, false);
   }
   if (want("act")) {
     bench_activation_topk(ctx, stream, 16384, 384, 6, gbps);
@@ -691,18 +701,25 @@ int main(int argc, char **argv) {
     bench_activation_topk(ctx, stream, 4096, 384, 6, gbps);   /* the routing of a 4096-token prefill */
   }
   if (want("long")) {
-    bench_topk_select(ctx, stream, 64, 131072, 512, gbps, false);
-    bench_topk_select(ctx, stream, 64, 131072, 2048, gbps, false);
-    /* The indexer's long rows (topk_long.cu): decode (1 row: latency) and a prefill-sized batch. */
-    bench_topk_select(ctx, stream, 1, 131072, 512, gbps, false);
-    bench_topk_select(ctx, stream, 1, 131072, 2048, gbps, false);
-    bench_topk_select(ctx, stream, 512, 65536, 512, gbps, false);
-    bench_topk_select(ctx, stream, 512, 65536, 2048, gbps, false);
+    bench_topk_select(ctx, stream, 64, 131072, 512, gbps, false, false);
+    bench_topk_select(ctx, stream, 64, 131072, 2048, gbps, false, false);
+    /* The indexer's long rows (topk_long.cu; the single row on sm_90: topk_sample.cu): decode (1 row: latency) and a
+     * prefill-sized batch. */
+    bench_topk_select(ctx, stream, 1, 131072, 512, gbps, false, false);
+    bench_topk_select(ctx, stream, 1, 131072, 2048, gbps, false, false);
+    /* The single row by topk_long alone (the plan dsv4_topk_select would give it), beside the sample-threshold
+     * kernel dsv4_topk_select takes there on sm_90 (topk_sample.cu): what that kernel saves. */
+    bench_topk_select(ctx, stream, 1, 131072, 512, gbps, false, true);
+    bench_topk_select(ctx, stream, 1, 131072, 2048, gbps, false, true);
+    bench_topk_select(ctx, stream, 512, 65536, 512, gbps, false, false);
+    bench_topk_select(ctx, stream, 512, 65536, 2048, gbps, false, false);
     /* Rows with hundreds of equal values at the cut: at 64 rows the crowded-bucket fallback (every k); the single
-     * row (clusters of 16, k = 512) places by counting and pays only for the ties in its levels. */
-    bench_topk_select(ctx, stream, 64, 131072, 512, gbps, true);
-    bench_topk_select(ctx, stream, 64, 131072, 2048, gbps, true);
-    bench_topk_select(ctx, stream, 1, 131072, 512, gbps, true);
+     * row (clusters of 16, k = 512) places by counting and pays only for the ties in its levels; on sm_90 the
+     * sample-threshold kernel meets a crowded bucket there and falls back to topk_long's row body. */
+    bench_topk_select(ctx, stream, 64, 131072, 512, gbps, true, false);
+    bench_topk_select(ctx, stream, 64, 131072, 2048, gbps, true, false);
+    bench_topk_select(ctx, stream, 1, 131072, 512, gbps, true, false);
+    bench_topk_select(ctx, stream, 1, 131072, 512, gbps, true, true);   /* the sample kernel's fallback, beside */
   }
   printf("\n");
   if (want("jit")) bench_jit(ctx);
