@@ -38,7 +38,10 @@ constexpr int kTsPer = 16;                       // slice keys a thread: slices 
 constexpr int kTsMaxSlice = kTsThreads * kTsPer;
 constexpr int kTsSample = 4096, kTsSamplePer = kTsSample / kTsThreads, kTsRun = 128;
 constexpr int kTsCap = 8192;                     // candidates of a row at most (the copies' room)
-constexpr int kTsBuckets = 2048, kTsBucketMax = 64;
+// A bucket of more than kTsBucketMax keys sends the row to the fallback: a key of it compares against that many at
+// most (512: ~2 us of one thread), where ties of a few hundred copies of a value (scores rounded to quarters)
+// would otherwise pay for the sample phases and topk_long both.
+constexpr int kTsBuckets = 2048, kTsBucketMax = 512;
 
 struct TsSmem {
   tl_u32 hist[2][4096];     // the threshold's two levels; then bucket counts ([0]) and "above" ([1])
