@@ -715,11 +715,11 @@ int main(int argc, char **argv) {
     bench_topk_select(ctx, stream, 512, 65536, 2048, gbps, false, false);
     /* Rows with hundreds of equal values at the cut: at 64 rows the crowded-bucket fallback (every k); the single
      * row (clusters of 16, k = 512) places by counting and pays only for the ties in its levels; on sm_90 the
-     * sample-threshold kernel meets a crowded bucket there and falls back to topk_long's row body. */
+     * sample-threshold kernel takes it (a bucket of more than 512 keys would send it to topk_long's row body). */
     bench_topk_select(ctx, stream, 64, 131072, 512, gbps, true, false);
     bench_topk_select(ctx, stream, 64, 131072, 2048, gbps, true, false);
     bench_topk_select(ctx, stream, 1, 131072, 512, gbps, true, false);
-    bench_topk_select(ctx, stream, 1, 131072, 512, gbps, true, true);   /* the sample kernel's fallback, beside */
+    bench_topk_select(ctx, stream, 1, 131072, 512, gbps, true, true);   /* topk_long alone, beside */
   }
   printf("\n");
   if (want("jit")) bench_jit(ctx);
