@@ -84,21 +84,25 @@ dsv4_status dsv4_precompile(const dsv4_router_config *cfg, const char *arch, dsv
 dsv4_status dsv4_precompile_topk(const int32_t *ks, int32_t count, const char *arch, dsv4_jit_stats *stats) {
   static const char *fn = "dsv4_precompile_topk";
   DSV4_CHECK_ARG(ks != NULL, fn, "ks", "is NULL");
-  DSV4_CHECK_RANGE(count >= 1 && count <= DSV4_MAX_PRECOMPILE_KERNELS / 2, fn, "count", count, "1..16");
+  DSV4_CHECK_RANGE(count >= 1 && count <= DSV4_MAX_PRECOMPILE_KERNELS / 3, fn, "count", count, "1..16");
   for (int32_t i = 0; i < count; ++i) {   /* dsv4_topk_select's range of k */
     char arg[16];
     snprintf(arg, sizeof arg, "ks[%d]", (int)i);
     DSV4_CHECK_RANGE(ks[i] >= 1 && ks[i] <= 4096, fn, arg, ks[i], "1..4096");
   }
   DSV4_TRY(dsv4_arch_check(arch));
-  /* dsv4_topk_select's long-row kernel in both block sizes: rows of more than 8192 columns take 512 threads a
-   * block, shorter ones (the warp kernel aside: cols <= 1024 and k <= 16) 256. */
+  /* dsv4_topk_select's long-row kernel in both block sizes (rows of more than 8192 columns take 512 threads a
+   * block, shorter ones, the warp kernel aside: cols <= 1024 and k <= 16, 256) and the sample-threshold kernel
+   * its few rows of 131072 columns take on sm_90+. */
   dsv4_kernel_spec specs[DSV4_MAX_PRECOMPILE_KERNELS];
   int n = 0;
   for (int32_t i = 0; i < count; ++i)
-    for (int form = 0; form < 2; ++form) {
+    for (int form = 0; form < 3; ++form) {
       dsv4_kernel_spec sp;
-      dsv4_topk_select_spec(form ? 8192 : (int64_t)1 << 17, ks[i], &sp);
+      if (form == 2)
+        dsv4_topk_sample_spec(ks[i], &sp);
+      else
+        dsv4_topk_select_spec(form ? 8192 : (int64_t)1 << 17, ks[i], &sp);
       bool seen = false;   /* k = 500 and 512 share a kernel (k rounded up to a power of two) */
       for (int j = 0; j < n && !seen; ++j) seen = !strcmp(specs[j].name_expr, sp.name_expr);
       if (!seen) specs[n++] = sp;

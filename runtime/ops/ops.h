@@ -213,8 +213,8 @@ DSV4_INTERNAL dsv4_status dsv4_gate_decode_enqueue_ex(dsv4_context *ctx, CUstrea
 
 /* The kernels a router with cfg uses (precompile, prepare). Returns the count written to specs. */
 #define DSV4_MAX_ROUTER_KERNELS 16
-/* Kernels one precompile call compiles at most (a router's, or dsv4_precompile_topk's two per k). */
-#define DSV4_MAX_PRECOMPILE_KERNELS 32
+/* Kernels one precompile call compiles at most (a router's, or dsv4_precompile_topk's three per k). */
+#define DSV4_MAX_PRECOMPILE_KERNELS 48
 /* Rows per cuBLASLt GEMM call on the router's prefill path, whatever N: the router's logits workspace holds
  * max(splits * min(max_tokens, decode_max), min(max_tokens, chunk)) rows of E floats (25 MB for v4-pro once
  * max_tokens >= 16384). 16384 rather than 4096 measured on H100 (v4-pro, N = 16384, paired with the GEMM
