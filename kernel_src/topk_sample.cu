@@ -1,6 +1,6 @@
 // Long-row top-k for few long rows by a sample threshold (dsv4_topk_select picks it where topk_long.cu's plan
-// takes clusters of 16 blocks of 512 threads and a block's slice is at most 8192 columns: 1..8 rows of 8193 to
-// 131072 columns on an H100). The same contract and bits as topk_long.cu: per row the k largest values and their
+// takes clusters of 16 blocks of 512 threads and a block's slice is at most 8192 columns: on an H100 the planner
+// gives clusters of 16 only to rows of 131072 columns or more, so 1..8 rows of exactly 131072 columns). The same contract and bits as topk_long.cu: per row the k largest values and their
 // column indices, descending; equal values -> lower index first; NaN below everything (-0.0 == +0.0); values
 // copied bit for bit. Measured first as docs/experiments/topk_sample_skeleton.cu (docs/performance.md).
 //
@@ -154,7 +154,12 @@ __global__ void __launch_bounds__(kTsThreads)
     __syncthreads();
 
     // 2. The threshold.
-    const tl_u32 q = (tl_u32)(2 * (i64)k * kTsSample / cols) > 0u ? (tl_u32)(2 * (i64)k * kTsSample / cols) : 1u;
+    // q: about twice the sample's share of k, at most the share of 6144 (the copies hold kTsCap = 8192), plus 8 (a
+    // small k: a row's q-th sample key then still has a few hundred scores above it), at most the sample.
+    // Expected candidates q * cols / kTsSample: at 131072 columns 1280 for k = 512 (+-15 %), 4352 for 2048,
+    // 6400 for 4096 (+-7 %), 256 for k = 8; the row falls back if it has fewer than k or more than kTsCap.
+    const i64 share = 2 * (i64)k * kTsSample / cols, cap_share = (i64)(3 * kTsCap / 4) * kTsSample / cols;
+    const tl_u32 q = (tl_u32)min(min(share, cap_share) + 8, (i64)kTsSample);
     tl_u32 T = 0u, need = q;
     ts_level<0>(sk, T, need, sm);
     ts_level<1>(sk, T, need, sm);
@@ -203,7 +208,10 @@ __global__ void __launch_bounds__(kTsThreads)
     tl_u32* const above = sm.hist[1];
     if (!fallback) {
       // 5. Copy all candidates (block order; the block of entry j from the 16 offsets in registers, two loads in
-      // flight a thread, clamped) and count them into buckets.
+      // flight a thread) and count them into buckets. A load past the candidates is not issued: every read of
+      // another block's shared memory must be consumed before this block arrives at the barrier below (the
+      // relaxed arrive and the fence on this block's own shared memory do not order it), or that block might
+      // overwrite its list, or exit, under it.
       tl_u32 offs[kTsCluster];
 #pragma unroll
       for (int b = 0; b < kTsCluster; ++b) offs[b] = __shfl_sync(kTlFull, off, b);
@@ -217,12 +225,12 @@ __global__ void __launch_bounds__(kTsThreads)
         tl_u64 c[2];
 #pragma unroll
         for (int u = 0; u < 2; ++u) {
-          const tl_u32 j = min(j0 + u * kTsThreads, total - 1u);
+          const tl_u32 j = j0 + u * kTsThreads;
           tl_u32 b = 0u, ob = 0u;   // no dynamic index into offs
 #pragma unroll
           for (int q2 = 1; q2 < kTsCluster; ++q2)
             if (j >= offs[q2]) b = (tl_u32)q2, ob = offs[q2];
-          c[u] = tl_peer(sm.own, b)[j - ob];
+          c[u] = j < total ? tl_peer(sm.own, b)[j - ob] : 0ull;
         }
 #pragma unroll
         for (int u = 0; u < 2; ++u)

@@ -2,6 +2,7 @@
  * indexer top-k's, dsv4_precompile_topk) into the disk cache. */
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "jit.h"
@@ -96,8 +97,9 @@ dsv4_status dsv4_precompile_topk(const int32_t *ks, int32_t count, const char *a
    * its few rows of 131072 columns take on sm_90+. */
   dsv4_kernel_spec specs[DSV4_MAX_PRECOMPILE_KERNELS];
   int n = 0;
+  const int forms = atoi(arch + 3) >= 90 ? 3 : 2;   /* "sm_XY...": the sample kernel runs on sm_90 and later only */
   for (int32_t i = 0; i < count; ++i)
-    for (int form = 0; form < 3; ++form) {
+    for (int form = 0; form < forms; ++form) {
       dsv4_kernel_spec sp;
       if (form == 2)
         dsv4_topk_sample_spec(ks[i], &sp);
