@@ -17,7 +17,8 @@
 //      counts into "candidates above", waits, scatters all candidates by bucket into its own list's space, and
 //      writes its own candidates whose rank (the candidates above their bucket plus the larger keys in it) is
 //      below k (tl_put: the value read back where the key does not give its bits).
-// Fallback, decided alike by every block from the same counts: a row with fewer than k or more than kTsCap
+// Fallback, decided alike by every block from the same sample and counts: a threshold bin crowded in the sample
+// (ties at the cut, decided before the filter), a row with fewer than k or more than kTsCap
 // candidates (rows of few distinct values), or a bucket of more than kTsBucketMax keys (ties), is selected by
 // topk_long's row body (topk_long_row.cuh) in the same launch, after a cluster barrier, with the plan's slice,
 // cache and buffer sizes: the dynamic shared memory is the larger of the two layouts.
@@ -29,6 +30,9 @@
 // A host harness (tests/cpu/test_topk_long_emu.cc) counts the rows the sample path selects; nothing on a GPU.
 #ifndef DSV4_TS_FAST_ROW
 #define DSV4_TS_FAST_ROW()
+#endif
+#ifndef DSV4_TS_EARLY_FALLBACK
+#define DSV4_TS_EARLY_FALLBACK()
 #endif
 
 namespace dsv4 {
@@ -42,31 +46,38 @@ constexpr int kTsCap = 8192;                     // candidates of a row at most 
 // most (512: ~2 us of one thread), where ties of a few hundred copies of a value (scores rounded to quarters)
 // would otherwise pay for the sample phases and topk_long both.
 constexpr int kTsBuckets = 2048, kTsBucketMax = 512;
+// A q-th sample key with more than kTsTieMax copies in the row, estimated from its copies in the sample (x cols /
+// kTsSample; at 131072 columns more than 8 of the sample's), sends the row to the fallback before the filter: such a
+// row (scores rounded to quarters: some 560 copies at the cut) would most likely fill a bucket past kTsBucketMax and
+// fall back after the copy, having paid for every phase (measured on an H200: 24.3 us against 15.3 for topk_long
+// alone). The copies are counted by a third radix level (the key's last 8 bits), run only where the 24-bit bin
+// already holds that many: a row of distinct values in a narrow range crowds bins, not keys.
+constexpr int kTsTieMax = 256;
 
 struct TsSmem {
   tl_u32 hist[2][4096];     // the threshold's two levels; then bucket counts ([0]) and "above" ([1])
   tl_u32 scan[32];
-  tl_u32 pick[2];
+  tl_u32 pick[4];           // the digit, need within it, the keys in its bin
   tl_u32 count;             // this block's candidates
   tl_u32 maxkey;            // the largest order key among them
   tl_u64 own[kTsMaxSlice];  // this block's candidates (read by the cluster); then all of them by bucket
   tl_u64 all[kTsCap];       // every block's, in block order
 };
-static_assert(sizeof(TsSmem) == 163984, "host: SAMPLE_SMEM (runtime/ops/topk_select.c)");
+static_assert(sizeof(TsSmem) == 163992, "host: SAMPLE_SMEM (runtime/ops/topk_select.c)");
 
-// One radix level of the threshold (L = 0: order-key bits 31..20; L = 1: 19..8) over the sample keys whose higher
-// bits equal `prefix`: the 12-bit digit of the need-th largest (1-based), and need within it. Thread t owns the
-// bins [8t, 8t + 8).
+// One radix level of the threshold (L = 0: order-key bits 31..20; L = 1: 19..8; L = 2: 7..0) over the sample keys whose higher
+// bits equal `prefix`: the 12-bit digit of the need-th largest (1-based), need within it, and the sample keys in
+// its bin (`in_bin`). Thread t owns the bins [8t, 8t + 8).
 template <int L>
 __device__ __forceinline__ void ts_level(const tl_u32 (&sk)[kTsSamplePer], tl_u32& prefix, tl_u32& need,
-                                         TsSmem& sm) {
-  constexpr int shift = 20 - 12 * L;
-  constexpr tl_u32 mask = L == 0 ? 0u : 0xfff00000u;
-  tl_u32* h = sm.hist[L];
+                                         tl_u32& in_bin, TsSmem& sm) {
+  constexpr int shift = L == 0 ? 20 : L == 1 ? 8 : 0;
+  constexpr tl_u32 mask = L == 0 ? 0u : L == 1 ? 0xfff00000u : 0xffffff00u;
+  tl_u32* h = sm.hist[L & 1];   // level 2 (8 bits: bins 0..255) reuses level 0's, cleared
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int i = 0; i < kTsSamplePer; ++i)
-    if ((sk[i] & mask) == prefix) atomicAdd(&h[(sk[i] >> shift) & 4095u], 1u);
+    if ((sk[i] & mask) == prefix) atomicAdd(&h[(sk[i] >> shift) & (L == 2 ? 255u : 4095u)], 1u);
   __syncthreads();
   const uint4 c0 = reinterpret_cast<const uint4*>(h)[2 * threadIdx.x];
   const uint4 c1 = reinterpret_cast<const uint4*>(h)[2 * threadIdx.x + 1];
@@ -87,13 +98,15 @@ __device__ __forceinline__ void ts_level(const tl_u32 (&sk)[kTsSamplePer], tl_u3
   if (acc < need && need <= acc + mine) {   // exactly one thread
 #pragma unroll
     for (int j = 7; j >= 0; --j) {
-      if (acc < need && need <= acc + c[j]) sm.pick[0] = (tl_u32)(8 * threadIdx.x + j), sm.pick[1] = need - acc;
+      if (acc < need && need <= acc + c[j])
+        sm.pick[0] = (tl_u32)(8 * threadIdx.x + j), sm.pick[1] = need - acc, sm.pick[2] = c[j];
       acc += c[j];
     }
   }
   __syncthreads();
   prefix |= sm.pick[0] << shift;
   need = sm.pick[1];
+  in_bin = sm.pick[2];
   __syncthreads();   // pick (and scan) are rewritten next
 }
 
@@ -160,9 +173,24 @@ __global__ void __launch_bounds__(kTsThreads)
     // 6400 for 4096 (+-7 %), 256 for k = 8; the row falls back if it has fewer than k or more than kTsCap.
     const i64 share = 2 * (i64)k * kTsSample / cols, cap_share = (i64)(3 * kTsCap / 4) * kTsSample / cols;
     const tl_u32 q = (tl_u32)min(min(share, cap_share) + 8, (i64)kTsSample);
-    tl_u32 T = 0u, need = q;
-    ts_level<0>(sk, T, need, sm);
-    ts_level<1>(sk, T, need, sm);
+    tl_u32 T = 0u, need = q, in_bin = 0u;
+    ts_level<0>(sk, T, need, in_bin, sm);
+    ts_level<1>(sk, T, need, in_bin, sm);
+    const i64 tie_max = (i64)kTsTieMax * kTsSample;   // copies x cols compared with it
+    if ((i64)in_bin * cols > tie_max) {   // every block alike (the same sample): no cluster barrier of this row yet
+#pragma unroll
+      for (int i = 0; i < 4096 / 4 / kTsThreads; ++i)
+        reinterpret_cast<uint4*>(&sm.hist[0][0])[tid + i * kTsThreads] = make_uint4(0u, 0u, 0u, 0u);
+      __syncthreads();
+      tl_u32 key = T, need2 = need, copies = 0u;
+      ts_level<2>(sk, key, need2, copies, sm);
+      if ((i64)copies * cols > tie_max) {
+        if (r == 0u && tid == 0) DSV4_TS_EARLY_FALLBACK();
+        topk_long_row<KP, kTsThreads>(scores, cols, row_stride, k, out_values, out_indices, slice, dense_n, cap,
+                                      wide_keys, row, pending);
+        continue;
+      }
+    }
 
     // 3. The candidates (a column past the slice is none): a thread counts its hits, a warp scan places them, one
     // shared atomic a warp; the block's largest candidate key beside.

@@ -94,13 +94,14 @@ dsv4_status dsv4_precompile_topk(const int32_t *ks, int32_t count, const char *a
   DSV4_TRY(dsv4_arch_check(arch));
   /* dsv4_topk_select's long-row kernel in both block sizes (rows of more than 8192 columns take 512 threads a
    * block, shorter ones, the warp kernel aside: cols <= 1024 and k <= 16, 256) and the sample-threshold kernel
-   * its few rows of 131072 columns take on sm_90+. */
+   * its few rows of 131072 columns take on sm_90+ (k <= 1024). */
   dsv4_kernel_spec specs[DSV4_MAX_PRECOMPILE_KERNELS];
   int n = 0;
   const int forms = atoi(arch + 3) >= 90 ? 3 : 2;   /* "sm_XY...": the sample kernel runs on sm_90 and later only */
   for (int32_t i = 0; i < count; ++i)
     for (int form = 0; form < forms; ++form) {
       dsv4_kernel_spec sp;
+      if (form == 2 && !dsv4_topk_sample_serves_k(ks[i])) continue;
       if (form == 2)
         dsv4_topk_sample_spec(ks[i], &sp);
       else

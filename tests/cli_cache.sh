@@ -23,9 +23,10 @@ test "$(ls "$DSV4_CACHE_DIR"/sm_90a/*.cubin | wc -l)" -eq 10
 "$dsv4" cache warm --arch sm_90a --preset v4-flash | grep -q "0 kernel(s) compiled"
 "$dsv4" cache verify
 # --topk: the indexer top-k's long-row kernels beside the router's, two block sizes and the sample-threshold
-# kernel a k (500 shares 512's).
+# kernel a k (500 shares 512's; k = 2048 has no sample kernel: dsv4_topk_select takes it for k <= 1024 only).
 "$dsv4" cache warm --arch sm_90a --preset v4-flash --topk 512,500 | grep -q "k=512,500 for sm_90a: 3 kernel(s) compiled"
 "$dsv4" cache warm --arch sm_90a --preset v4-flash --topk 512 | grep -q "k=512 for sm_90a: 0 kernel(s) compiled"
+"$dsv4" cache warm --arch sm_90a --preset v4-flash --topk 2048 | grep -q "k=2048 for sm_90a: 2 kernel(s) compiled"
 if "$dsv4" cache warm --arch sm_90a --preset v4-flash --topk 0 > /dev/null 2>&1; then echo "warm took --topk 0"; exit 1; fi
 if "$dsv4" cache warm --arch sm_90a --preset v4-flash --topk 5x > /dev/null 2>&1; then echo "warm took --topk 5x"; exit 1; fi
 "$dsv4" cache verify

@@ -708,14 +708,17 @@ int main(int argc, char **argv) {
     bench_topk_select(ctx, stream, 1, 131072, 512, gbps, false, false);
     bench_topk_select(ctx, stream, 1, 131072, 2048, gbps, false, false);
     /* The single row by topk_long alone (the plan dsv4_topk_select would give it), beside the sample-threshold
-     * kernel dsv4_topk_select takes there on sm_90 (topk_sample.cu): what that kernel saves. */
+     * kernel dsv4_topk_select takes there on sm_90 for k <= 1024 (topk_sample.cu): what that kernel saves. */
+    bench_topk_select(ctx, stream, 1, 131072, 1024, gbps, false, false);
     bench_topk_select(ctx, stream, 1, 131072, 512, gbps, false, true);
+    bench_topk_select(ctx, stream, 1, 131072, 1024, gbps, false, true);
     bench_topk_select(ctx, stream, 1, 131072, 2048, gbps, false, true);
     bench_topk_select(ctx, stream, 512, 65536, 512, gbps, false, false);
     bench_topk_select(ctx, stream, 512, 65536, 2048, gbps, false, false);
     /* Rows with hundreds of equal values at the cut: at 64 rows the crowded-bucket fallback (every k); the single
      * row (clusters of 16, k = 512) places by counting and pays only for the ties in its levels; on sm_90 the
-     * sample-threshold kernel takes it (a bucket of more than 512 keys would send it to topk_long's row body). */
+     * sample-threshold kernel takes it and sends it to topk_long's row body from its sample (some 560 copies of
+     * the value at its threshold). */
     bench_topk_select(ctx, stream, 64, 131072, 512, gbps, true, false);
     bench_topk_select(ctx, stream, 64, 131072, 2048, gbps, true, false);
     bench_topk_select(ctx, stream, 1, 131072, 512, gbps, true, false);

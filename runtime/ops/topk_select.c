@@ -1,8 +1,8 @@
 /* Host launcher of dsv4_topk_select: the warp kernel of kernel_src/topk_select.cu for routing sizes
  * (cols <= 1024 and k <= 16), the cluster radix select of kernel_src/topk_long.cu for everything else (its
  * launch shape: dsv4_topk_long_plan_for), except where that plan takes clusters of 16 blocks of 512 threads and
- * slices of at most 8192 columns (on an H100: 1..8 rows of exactly 131072 columns): there the sample-threshold select
- * of kernel_src/topk_sample.cu, with the same plan (it falls back to topk_long's row body in the same launch). */
+ * slices of at most 8192 columns (on an H100 or H200: 1..8 rows of exactly 131072 columns) and k is at most 1024:
+ * there the sample-threshold select of kernel_src/topk_sample.cu, with the same plan (it falls back to topk_long's row body in the same launch). */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,7 +36,10 @@
 #define SAMPLE_THREADS 512       /* kTsThreads */
 #define SAMPLE_MAX_SLICE 8192    /* kTsMaxSlice */
 #define SAMPLE_MIN_COLS 4097     /* cols > kTsSample: the sample's runs of 128 columns do not overlap */
-#define SAMPLE_SMEM 163984       /* sizeof(TsSmem) */
+#define SAMPLE_SMEM 163992       /* sizeof(TsSmem) */
+/* k of at most 1024: measured on an H200 at 1 x 131072, the sample kernel takes 9.8 us at k = 512 against topk_long's
+ * 12.7, but 13.4 at k = 2048 against 12.7 (its copy and ranking grow with the candidates, about 2 k). */
+#define SAMPLE_MAX_K 1024
 
 bool dsv4_topk_select_uses_warp(int64_t cols, int32_t k) { return cols <= WARP_MAX_COLS && k <= WARP_MAX_K; }
 
@@ -357,10 +360,12 @@ static dsv4_status launch_long(dsv4_context *ctx, CUstream stream, int64_t plan_
   return launch_shape(ctx, stream, fn, plan, scores, rows, cols, row_stride, k, out_values, out_indices);
 }
 
-/* Whether topk_long's plan for a shape is one the sample-threshold kernel runs with. */
-bool dsv4_topk_sample_takes(const dsv4_topk_long_plan *plan, int64_t cols) {
+bool dsv4_topk_sample_serves_k(int32_t k) { return k <= SAMPLE_MAX_K; }
+
+/* Whether topk_long's plan for a shape is one the sample-threshold kernel runs with, at a k it is faster for. */
+bool dsv4_topk_sample_takes(const dsv4_topk_long_plan *plan, int64_t cols, int32_t k) {
   return plan->cluster == SAMPLE_CLUSTER && plan->threads == SAMPLE_THREADS && plan->slice <= SAMPLE_MAX_SLICE &&
-         cols >= SAMPLE_MIN_COLS;
+         cols >= SAMPLE_MIN_COLS && dsv4_topk_sample_serves_k(k);
 }
 
 /* With ctx current: the sample-threshold kernel on `rows` rows with topk_long's plan, if the plan is one it runs
@@ -369,7 +374,7 @@ static dsv4_status launch_sample(dsv4_context *ctx, CUstream stream, const dsv4_
                                  const float *scores, int64_t rows, int64_t cols, int64_t row_stride, int32_t k,
                                  float *out_values, int32_t *out_indices, bool *launched) {
   *launched = false;
-  if (ctx->cc_major < 9 || !dsv4_topk_sample_takes(plan, cols)) return DSV4_OK;
+  if (ctx->cc_major < 9 || !dsv4_topk_sample_takes(plan, cols, k)) return DSV4_OK;
   dsv4_kernel_spec spec;
   dsv4_topk_sample_spec(k, &spec);
   CUfunction fn = NULL;
