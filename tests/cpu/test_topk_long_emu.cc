@@ -54,9 +54,9 @@ static bool exhaustive() {
 }
 
 /* ---------------- inputs ---------------- */
-enum { RANDOM, TIES, SPECIAL, EQUAL, ALLNAN, HALFNAN, FEWFINITE, ASC, DESC, ZEROS, NARROW, CUTTIES, INF, BELL, SPREAD, QUARTER, NMODES };
+enum { RANDOM, TIES, SPECIAL, EQUAL, ALLNAN, HALFNAN, FEWFINITE, ASC, DESC, ZEROS, NARROW, CUTTIES, INF, BELL, SPREAD, QUARTER, OUTLIER, NMODES };
 static const char* const k_mode_names[NMODES] = {"random", "ties", "special", "equal", "allnan", "halfnan", "fewfinite",
-                                                 "asc", "desc", "zeros", "narrow", "cutties", "inf", "bell", "spread", "quarter"};
+                                                 "asc", "desc", "zeros", "narrow", "cutties", "inf", "bell", "spread", "quarter", "outlier"};
 
 static float unif(uint64_t* s) { return (float)((double)(test_rand(s) >> 11) / 9007199254740992.0); }
 
@@ -86,6 +86,7 @@ static float gen(int mode, int64_t col, uint64_t* s) {
     case CUTTIES: return test_rand(s) % 4 == 0 ? 2.0f : (unif(s) - 0.5f);
     case INF: return test_rand(s) % 3 == 0 ? INFINITY : test_rand(s) % 2 ? -INFINITY : 1.0f;
     case SPREAD: return col % 66 == 0 ? 10.0f : (unif(s) - 0.5f);   /* one value, spread over the row */
+    case OUTLIER: return col == 70000 ? 3.0e38f : (unif(s) - 0.5f);   /* distinct values, one huge (long rows) */
     default: {   /* BELL: a sum of 4 uniforms; QUARTER: that rounded to quarters (dsv4-bench's ties rows) */
       float a = 0.0f;
       for (int i = 0; i < 4; ++i) a += unif(s) - 0.5f;
@@ -433,6 +434,16 @@ static void test_sample_select(void** state) {
     run_case(1, 131072, 131072, 0, k, QUARTER, sample_shape(131072, k, 0, 1), seed++);
     if (g_sample_early_rows - before != 1) {
       fprintf(stderr, "FAIL: 1 x 131072 k = %d quarter-valued did not fall back from its sample\n", k);
+      fail();
+    }
+  }
+  /* One 3e38 among distinct values below 1 puts every other candidate into the lowest bucket: the fallback after
+   * the copy (test_gpu_topk_long's test_sample_paths takes this row to that path on the GPU). */
+  {
+    const int fast = g_sample_fast_rows, early = g_sample_early_rows;
+    run_case(1, 131072, 131072, 0, 512, OUTLIER, sample_shape(131072, 512, 0, 1), seed++);
+    if (g_sample_fast_rows != fast || g_sample_early_rows != early) {
+      fprintf(stderr, "FAIL: 1 x 131072 k = 512 outlier did not fall back after the copy\n");
       fail();
     }
   }

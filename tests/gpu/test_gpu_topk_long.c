@@ -18,10 +18,11 @@
 static dsv4_context *g_ctx;
 
 enum { GEN_RANDOM, GEN_NARROW, GEN_EQUAL, GEN_CUT_TIES, GEN_HALF_NAN, GEN_ALL_NAN, GEN_INF, GEN_ZEROS, GEN_ASCENDING,
-       GEN_DESCENDING, GEN_SPECIAL, GEN_FEW, GEN_BELL, GEN_COUNT };
+       GEN_DESCENDING, GEN_SPECIAL, GEN_FEW, GEN_BELL, GEN_COUNT,
+       GEN_QUARTERS = GEN_COUNT, GEN_OUTLIER };   /* outside the adversarial sweep: test_sample_paths' */
 static const char *const k_gen_names[] = {"random", "narrow", "all-equal", "ties-at-cut", "half-NaN", "all-NaN",
                                           "+-inf", "+-0", "ascending", "descending", "special", "five-values",
-                                          "bell"};
+                                          "bell", "bell-quarters", "outlier"};
 
 static double uniform(uint64_t *s) { return (double)(test_rand(s) >> 11) / 9007199254740992.0; }
 
@@ -60,11 +61,13 @@ static float gen_value(int mode, int64_t col, uint64_t *s) {
     case GEN_ASCENDING: return (float)col * 0.5f;
     case GEN_DESCENDING: return -(float)col;
     case GEN_FEW: return (float)(test_rand(s) % 5);   /* ~20% of the row ties with the k-th value */
-    case GEN_BELL: {   /* the bench's rows: a sum of four uniforms (most keys share few top digits) */
+    case GEN_BELL:       /* the bench's rows: a sum of four uniforms (most keys share few top digits) */
+    case GEN_QUARTERS: { /* the same rounded to quarters: hundreds of copies of each value (the bench's ties) */
       double a = 0.0;
       for (int i = 0; i < 4; ++i) a += uniform(s) - 0.5;
-      return (float)a * 3.46f;
+      return mode == GEN_BELL ? (float)a * 3.46f : rintf((float)a * 3.46f * 4.0f) * 0.25f + 0.0f;
     }
+    case GEN_OUTLIER: return col == 70000 ? 3.0e38f : (float)(uniform(s) - 0.5);   /* distinct values, one huge */
     default:
       switch (test_rand(s) % 10) {
         case 0: return NAN;
@@ -263,6 +266,28 @@ static void test_adversarial(void **state) {
   }
 }
 
+/* The sample-threshold select (kernel_src/topk_sample.cu), which dsv4_topk_select takes on sm_90+ for 1..8 rows of
+ * 131072 columns and k <= 1024: rows it selects itself (random, bell, sorted), rows it sends to topk_long's row
+ * body from its sample (quarters and the other tied rows: a threshold value with hundreds of copies) and after
+ * its copy (outlier: one 3e38 among values below 1 puts every candidate into its lowest bucket), every adversarial
+ * generator, at k = 512 and 1024 on 1 row and on 7 (7 clusters at once), k = 1 and 700 on one row. On other GPUs
+ * (or other plans) the same calls take topk_long and must give the same results. */
+static void test_sample_paths(void **state) {
+  (void)state;
+  uint64_t seed = 4242;
+  print_plan(1, 131072, 512);
+  for (int mode = 0; mode <= GEN_OUTLIER; ++mode) {
+    run_case(1, 131072, 131072, 0, 512, mode, 1, seed++);
+    run_case(7, 131072, 131072, 0, 1024, mode, 1, seed++);
+  }
+  static const int32_t ks[] = {1, 700, 1024};
+  for (int j = 0; j < 3; ++j) {
+    run_case(1, 131072, 131072, 0, ks[j], GEN_RANDOM, 1, seed++);
+    run_case(1, 131072, 131072, 0, ks[j], GEN_OUTLIER, 1, seed++);
+  }
+  run_case(8, 131072, 131072, 0, 512, GEN_QUARTERS, 1, seed++);
+}
+
 /* Strided rows (row_stride > cols), aligned and misaligned (every row starting 4 bytes past a 16-byte boundary). */
 static void test_strided(void **state) {
   (void)state;
@@ -445,6 +470,7 @@ int main(void) {
       cmocka_unit_test(test_indexer_shapes),
       cmocka_unit_test(test_shapes),
       cmocka_unit_test(test_adversarial),
+      cmocka_unit_test(test_sample_paths),
       cmocka_unit_test(test_strided),
       cmocka_unit_test(test_graph),
       cmocka_unit_test(test_concurrent_streams),
