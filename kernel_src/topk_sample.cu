@@ -1,7 +1,8 @@
-// Long-row top-k for few long rows by a sample threshold (dsv4_topk_select picks it where topk_long.cu's plan
-// takes clusters of 16 blocks of 512 threads and a block's slice is at most 8192 columns: on an H100 the planner
-// gives clusters of 16 only to rows of 131072 columns or more, so 1..8 rows of exactly 131072 columns). The same contract and bits as topk_long.cu: per row the k largest values and their
-// column indices, descending; equal values -> lower index first; NaN below everything (-0.0 == +0.0); values
+// Long-row top-k for few long rows by a sample threshold (dsv4_topk_select picks it for k <= 1024 where
+// topk_long.cu's plan takes clusters of 16 blocks of 512 threads and a block's slice is at most 8192 columns: on an
+// H100 or H200 the planner gives clusters of 16 only to rows of 131072 columns or more, so 1..8 rows of exactly
+// 131072 columns). The same contract and bits as topk_long.cu: per row the k largest values and their column
+// indices, descending; equal values -> lower index first; NaN below everything (-0.0 == +0.0); values
 // copied bit for bit. Measured first as docs/experiments/topk_sample_skeleton.cu (docs/performance.md).
 //
 // topk_sample<KP>: one cluster of 16 blocks per row, block r owning the columns [r*slice, (r+1)*slice), 16 a
@@ -65,9 +66,9 @@ struct TsSmem {
 };
 static_assert(sizeof(TsSmem) == 163992, "host: SAMPLE_SMEM (runtime/ops/topk_select.c)");
 
-// One radix level of the threshold (L = 0: order-key bits 31..20; L = 1: 19..8; L = 2: 7..0) over the sample keys whose higher
-// bits equal `prefix`: the 12-bit digit of the need-th largest (1-based), need within it, and the sample keys in
-// its bin (`in_bin`). Thread t owns the bins [8t, 8t + 8).
+// One radix level of the threshold (L = 0: order-key bits 31..20; L = 1: 19..8; L = 2: 7..0) over the sample keys
+// whose higher bits equal `prefix`: the digit (12 bits; 8 at L = 2) of the need-th largest (1-based), need within
+// it, and the sample keys in its bin (`in_bin`). Thread t owns the bins [8t, 8t + 8).
 template <int L>
 __device__ __forceinline__ void ts_level(const tl_u32 (&sk)[kTsSamplePer], tl_u32& prefix, tl_u32& need,
                                          tl_u32& in_bin, TsSmem& sm) {

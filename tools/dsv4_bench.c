@@ -703,8 +703,8 @@ int main(int argc, char **argv) {
   if (want("long")) {
     bench_topk_select(ctx, stream, 64, 131072, 512, gbps, false, false);
     bench_topk_select(ctx, stream, 64, 131072, 2048, gbps, false, false);
-    /* The indexer's long rows (topk_long.cu; the single row on sm_90: topk_sample.cu): decode (1 row: latency) and a
-     * prefill-sized batch. */
+    /* The indexer's long rows (topk_long.cu; the single row on sm_90, k <= 1024: topk_sample.cu): decode (1 row:
+     * latency) and a prefill-sized batch. */
     bench_topk_select(ctx, stream, 1, 131072, 512, gbps, false, false);
     bench_topk_select(ctx, stream, 1, 131072, 2048, gbps, false, false);
     /* The single row by topk_long alone (the plan dsv4_topk_select would give it), beside the sample-threshold

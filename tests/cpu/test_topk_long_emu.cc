@@ -54,9 +54,11 @@ static bool exhaustive() {
 }
 
 /* ---------------- inputs ---------------- */
-enum { RANDOM, TIES, SPECIAL, EQUAL, ALLNAN, HALFNAN, FEWFINITE, ASC, DESC, ZEROS, NARROW, CUTTIES, INF, BELL, SPREAD, QUARTER, OUTLIER, NMODES };
-static const char* const k_mode_names[NMODES] = {"random", "ties", "special", "equal", "allnan", "halfnan", "fewfinite",
-                                                 "asc", "desc", "zeros", "narrow", "cutties", "inf", "bell", "spread", "quarter", "outlier"};
+enum { RANDOM, TIES, SPECIAL, EQUAL, ALLNAN, HALFNAN, FEWFINITE, ASC, DESC, ZEROS, NARROW, CUTTIES, INF, BELL, SPREAD,
+       QUARTER, OUTLIER, NMODES };
+static const char* const k_mode_names[NMODES] = {"random", "ties",    "special",  "equal",   "allnan",  "halfnan",
+                                                 "fewfinite", "asc",  "desc",     "zeros",   "narrow",  "cutties",
+                                                 "inf",    "bell",    "spread",   "quarter", "outlier"};
 
 static float unif(uint64_t* s) { return (float)((double)(test_rand(s) >> 11) / 9007199254740992.0); }
 
