@@ -18,6 +18,7 @@
 #include "jit.h"
 #include "oracle.h"
 #include "ops/ops.h"
+#include "jit_test_util.h"
 
 #define FAKE_CTX ((dsv4_context *)(uintptr_t)0x1000) /* never dereferenced by a check */
 #define DEV_X ((const void *)(uintptr_t)0x7f0000001000ull)
@@ -30,20 +31,10 @@ static const int32_t k_shapes[][2] = {{7168, 384}, {4096, 256}, {1024, 144}, {8,
 /* ---------------- NVRTC: every shape, every arch ---------------- */
 static void test_compiles_for_every_arch(void **state) {
   (void)state;
-  static const char *const archs[] = {"sm_80", "sm_90a", "sm_100a"};
   for (size_t i = 0; i < NUM_SHAPES; ++i) {
     dsv4_kernel_spec spec;
     dsv4_gate_decode_spec(k_shapes[i][0], k_shapes[i][1], &spec);
-    for (size_t a = 0; a < 3; ++a) {
-      dsv4_cubin cubin;
-      double t0 = dsv4_now_ms();
-      dsv4_status s = dsv4_jit_compile(NULL, &spec, archs[a], &cubin);
-      if (s != DSV4_OK) fail_msg("%s for %s: %s", spec.name_expr, archs[a], dsv4_last_error());
-      printf("  %-34s %-8s %6zu-byte cubin, %.0f ms\n", spec.name_expr, archs[a], cubin.size, dsv4_now_ms() - t0);
-      assert_true(cubin.size > 0);
-      assert_non_null(strstr(cubin.lowered_name, "gate_decode"));
-      dsv4_cubin_free(&cubin);
-    }
+    test_compile_every_arch(&spec, "gate_decode");
   }
 }
 

@@ -7,6 +7,7 @@
 #include "test_util.h"
 #include "jit.h"
 #include "ops/ops.h"
+#include "jit_test_util.h"
 
 /* The checks run before the context is touched, so a non-NULL stand-in works for them. A check that let bad
  * arguments through would reach the launcher with this pointer and crash the test. */
@@ -215,22 +216,6 @@ static void test_router_config_lists_routing_kernels(void **state) {
 }
 
 /* ---------------- NVRTC compiles ---------------- */
-static const char *const k_archs[] = {"sm_80", "sm_90a", "sm_100a"};
-
-static void compile_all_archs(const dsv4_kernel_spec *spec) {
-  for (int a = 0; a < 3; ++a) {
-    dsv4_cubin cubin;
-    double t0 = dsv4_now_ms();
-    dsv4_status s = dsv4_jit_compile(NULL, spec, k_archs[a], &cubin);
-    if (s != DSV4_OK) fprintf(stderr, "%s for %s: %s\n", spec->name_expr, k_archs[a], dsv4_last_error());
-    assert_int_equal(s, DSV4_OK);
-    assert_true(cubin.size > 256);
-    assert_memory_equal(cubin.image, "\177ELF", 4);
-    assert_true(strlen(cubin.lowered_name) > 0);
-    printf("  %-40s %-8s %7zu bytes %6.0f ms\n", spec->name_expr, k_archs[a], cubin.size, dsv4_now_ms() - t0);
-    dsv4_cubin_free(&cubin);
-  }
-}
 
 static void test_topk_select_compiles(void **state) {
   (void)state;
@@ -239,7 +224,7 @@ static void test_topk_select_compiles(void **state) {
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
     dsv4_kernel_spec spec;
     dsv4_topk_select_spec(shapes[i].cols, shapes[i].k, &spec);
-    compile_all_archs(&spec);
+    test_compile_every_arch(&spec, NULL);
   }
 }
 
@@ -249,7 +234,7 @@ static void test_activation_topk_compiles(void **state) {
   for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; ++i) {
     dsv4_kernel_spec spec;
     dsv4_activation_topk_spec(shapes[i][0], shapes[i][1], &spec);
-    compile_all_archs(&spec);
+    test_compile_every_arch(&spec, NULL);
   }
 }
 
@@ -259,7 +244,7 @@ static void test_hash_scored_compiles(void **state) {
   for (size_t i = 0; i < 3; ++i) {
     dsv4_kernel_spec spec;
     dsv4_hash_scored_spec(ks[i], &spec);
-    compile_all_archs(&spec);
+    test_compile_every_arch(&spec, NULL);
   }
 }
 

@@ -6,6 +6,7 @@
 #include "jit.h"
 #include "ops/ops.h"
 #include "topk_long_shapes.h"
+#include "jit_test_util.h"
 
 #define FAKE_CTX ((dsv4_context *)(uintptr_t)0x1000)
 #define DEV_F ((float *)(uintptr_t)0x7f0000001000ull)
@@ -268,23 +269,6 @@ static void test_order_key(void **state) {
 }
 
 /* ---------------- NVRTC ---------------- */
-/* spec compiles for sm_80, sm_90a and sm_100a into a cubin. */
-static void compile_for_every_arch(const dsv4_kernel_spec *spec) {
-  static const char *const archs[] = {"sm_80", "sm_90a", "sm_100a"};
-  for (int a = 0; a < 3; ++a) {
-    dsv4_cubin cubin;
-    const double t0 = dsv4_now_ms();
-    dsv4_status s = dsv4_jit_compile(NULL, spec, archs[a], &cubin);
-    if (s != DSV4_OK) fprintf(stderr, "%s for %s: %s\n", spec->name_expr, archs[a], dsv4_last_error());
-    assert_int_equal(s, DSV4_OK);
-    assert_true(cubin.size > 256);
-    assert_memory_equal(cubin.image, "\177ELF", 4);
-    assert_true(strlen(cubin.lowered_name) > 0);
-    printf("  %-34s %-8s %7zu bytes %6.0f ms\n", spec->name_expr, archs[a], cubin.size, dsv4_now_ms() - t0);
-    dsv4_cubin_free(&cubin);
-  }
-}
-
 static void test_compiles(void **state) {
   (void)state;
   /* (cols, k): the indexer's k = 512 and 2048 on long rows, the extremes of k, and both block sizes. */
@@ -294,7 +278,7 @@ static void test_compiles(void **state) {
     dsv4_kernel_spec spec;
     dsv4_topk_select_spec(shapes[i].cols, shapes[i].k, &spec);
     assert_string_equal(spec.source, "topk_long.cu");
-    compile_for_every_arch(&spec);
+    test_compile_every_arch(&spec, NULL);
   }
   /* The sample-threshold kernel (few rows of 131072 columns): the indexer's k and the extremes. Only sm_90+ runs
    * it; it compiles for sm_80 too (its cluster steps become block barriers there). */
@@ -303,7 +287,7 @@ static void test_compiles(void **state) {
     dsv4_kernel_spec spec;
     dsv4_topk_sample_spec(sample_ks[i], &spec);
     assert_string_equal(spec.source, "topk_sample.cu");
-    compile_for_every_arch(&spec);
+    test_compile_every_arch(&spec, NULL);
   }
 }
 
