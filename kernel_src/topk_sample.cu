@@ -10,7 +10,8 @@
 //   1. every block loads its slice and the same sample of kTsSample scores (32 runs of 128 consecutive columns
 //      spread over the row);
 //   2. every block finds the same threshold T from the sample: a two-level radix select (12 + 12 bits) of the
-//      q-th largest sample key, q = 2 k kTsSample / cols, and T the lower edge of its 24-bit bin;
+//      q-th largest sample key, q = min(2 k, 6144) kTsSample / cols + 8 (at most the sample), and T the lower edge
+//      of its 24-bit bin; where that bin is crowded, a third level (8 bits) counts the copies of the key itself;
 //   3. the keys >= T go to the block's candidate list as composite keys (tl_ckey: distinct, in output order);
 //   4. a cluster barrier; every warp reads the 16 blocks' counts and largest candidate keys;
 //   5. every block copies all the cluster's candidates, counts them into kTsBuckets buckets by where their order
@@ -18,22 +19,31 @@
 //      counts into "candidates above", waits, scatters all candidates by bucket into its own list's space, and
 //      writes its own candidates whose rank (the candidates above their bucket plus the larger keys in it) is
 //      below k (tl_put: the value read back where the key does not give its bits).
-// Fallback, decided alike by every block from the same sample and counts: a threshold bin crowded in the sample
-// (ties at the cut, decided before the filter), a row with fewer than k or more than kTsCap
-// candidates (rows of few distinct values), or a bucket of more than kTsBucketMax keys (ties), is selected by
-// topk_long's row body (topk_long_row.cuh) in the same launch, after a cluster barrier, with the plan's slice,
-// cache and buffer sizes: the dynamic shared memory is the larger of the two layouts.
+// Fallback, decided alike by every block from the same sample and counts, to topk_long's row body
+// (topk_long_row.cuh) in the same launch, with the plan's slice, cache and buffer sizes (the dynamic shared memory
+// is the larger of the two layouts):
+//   - from the sample, before step 3 and any cluster barrier of the row: the q-th sample key has more than
+//     kTsTieMax copies in the row, estimated from its copies in the sample (ties at the threshold);
+//   - after step 4 (and a second barrier: no block reads another's counts any more): fewer than k or more than
+//     kTsCap candidates (rows of few distinct values);
+//   - after step 5 (both barriers completed): a bucket of more than kTsBucketMax keys (ties, or one huge value
+//     that leaves every other candidate in the lowest bucket).
 //
-// Cluster barriers per row: two (three on a fallback, then topk_long's). No global scratch, no atomics outside
+// Cluster barriers per row: two on the sample path and on the later fallbacks, none on the fallback from the
+// sample; then topk_long's own on a fallback. No global scratch, no atomics outside
 // shared memory: like topk_long, the launch needs no workspace and is graph-capturable.
 #include "topk_long_row.cuh"
 
-// A host harness (tests/cpu/test_topk_long_emu.cc) counts the rows the sample path selects; nothing on a GPU.
+// A host harness (tests/cpu/test_topk_long_emu.cc) counts the rows the sample path selects, those it sends to the
+// fallback from the sample, and the third levels it runs; nothing on a GPU.
 #ifndef DSV4_TS_FAST_ROW
 #define DSV4_TS_FAST_ROW()
 #endif
 #ifndef DSV4_TS_EARLY_FALLBACK
 #define DSV4_TS_EARLY_FALLBACK()
+#endif
+#ifndef DSV4_TS_THIRD_LEVEL
+#define DSV4_TS_THIRD_LEVEL()
 #endif
 
 namespace dsv4 {
@@ -51,14 +61,16 @@ constexpr int kTsBuckets = 2048, kTsBucketMax = 512;
 // kTsSample; at 131072 columns more than 8 of the sample's), sends the row to the fallback before the filter: such a
 // row (scores rounded to quarters: some 560 copies at the cut) would most likely fill a bucket past kTsBucketMax and
 // fall back after the copy, having paid for every phase (measured on an H200: 24.3 us against 15.3 for topk_long
-// alone). The copies are counted by a third radix level (the key's last 8 bits), run only where the 24-bit bin
-// already holds that many: a row of distinct values in a narrow range crowds bins, not keys.
+// alone). Half the bucket limit, because the estimate is a count of 8-16 in the sample: a row of more than 512
+// copies rarely gets past it (rows of 256-512 copies, which the sample path would have taken, go to the fallback
+// too; not measured). The copies are counted by a third radix level (the key's last 8 bits), run only where the
+// 24-bit bin already holds that many: a row of distinct values in a narrow range crowds bins, not keys.
 constexpr int kTsTieMax = 256;
 
 struct TsSmem {
   tl_u32 hist[2][4096];     // the threshold's two levels; then bucket counts ([0]) and "above" ([1])
   tl_u32 scan[32];
-  tl_u32 pick[4];           // the digit, need within it, the keys in its bin
+  tl_u32 pick[3];           // the digit, need within it, the keys in its bin
   tl_u32 count;             // this block's candidates
   tl_u32 maxkey;            // the largest order key among them
   tl_u64 own[kTsMaxSlice];  // this block's candidates (read by the cluster); then all of them by bucket
@@ -177,147 +189,148 @@ __global__ void __launch_bounds__(kTsThreads)
     tl_u32 T = 0u, need = q, in_bin = 0u;
     ts_level<0>(sk, T, need, in_bin, sm);
     ts_level<1>(sk, T, need, in_bin, sm);
+    // Ties at the threshold: decided alike by every block (the same sample), before any cluster barrier of the row.
     const i64 tie_max = (i64)kTsTieMax * kTsSample;   // copies x cols compared with it
-    if ((i64)in_bin * cols > tie_max) {   // every block alike (the same sample): no cluster barrier of this row yet
+    bool fallback = false;
+    if ((i64)in_bin * cols > tie_max) {
 #pragma unroll
       for (int i = 0; i < 4096 / 4 / kTsThreads; ++i)
         reinterpret_cast<uint4*>(&sm.hist[0][0])[tid + i * kTsThreads] = make_uint4(0u, 0u, 0u, 0u);
       __syncthreads();
-      tl_u32 key = T, need2 = need, copies = 0u;
-      ts_level<2>(sk, key, need2, copies, sm);
-      if ((i64)copies * cols > tie_max) {
-        if (r == 0u && tid == 0) DSV4_TS_EARLY_FALLBACK();
-        topk_long_row<KP, kTsThreads>(scores, cols, row_stride, k, out_values, out_indices, slice, dense_n, cap,
-                                      wide_keys, row, pending);
-        continue;
-      }
+      tl_u32 kq = T, need2 = need, copies = 0u;   // the q-th sample key itself, and its copies in the sample
+      ts_level<2>(sk, kq, need2, copies, sm);
+      if (r == 0u && tid == 0) DSV4_TS_THIRD_LEVEL();
+      fallback = (i64)copies * cols > tie_max;
+      if (fallback && r == 0u && tid == 0) DSV4_TS_EARLY_FALLBACK();
     }
 
-    // 3. The candidates (a column past the slice is none): a thread counts its hits, a warp scan places them, one
-    // shared atomic a warp; the block's largest candidate key beside.
-    tl_u32 cnt = 0u, kmax = 0u;
-#pragma unroll
-    for (int i = 0; i < kTsPer; ++i) {
-      const bool hit = 4 * (tid + (i / 4) * kTsThreads) + i % 4 < n && key[i] >= T;
-      cnt += hit ? 1u : 0u;
-      kmax = hit && key[i] > kmax ? key[i] : kmax;
-    }
-    tl_u32 incl = cnt;
-#pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-      const tl_u32 o = __shfl_up_sync(kTlFull, incl, d);
-      if (lane >= d) incl += o;
-    }
-    tl_u32 base = 0u;
-    if (lane == 31 && incl != 0u) base = atomicAdd(&sm.count, incl);
-    tl_u32 pos = __shfl_sync(kTlFull, base, 31) + incl - cnt;
-    kmax = __reduce_max_sync(kTlFull, kmax);
-    if (lane == 0 && kmax != 0u) atomicMax(&sm.maxkey, kmax);
-#pragma unroll
-    for (int i = 0; i < kTsPer; ++i) {
-      const int col = 4 * (tid + (i / 4) * kTsThreads) + i % 4;
-      if (col < n && key[i] >= T) sm.own[pos++] = tl_ckey(key[i], (tl_u32)(lo + col));
-    }
-
-    // 4. The counts over the cluster: every warp reads them itself (lane b: block b's).
-    tl_cluster_arrive();
-    tl_cluster_wait();
-    const tl_u32 cb = lane < kTsCluster ? tl_peer(&sm.count, (tl_u32)lane)[0] : 0u;
-    const tl_u32 top = __reduce_max_sync(kTlFull, lane < kTsCluster ? tl_peer(&sm.maxkey, (tl_u32)lane)[0] : 0u);
-    tl_u32 off = cb;
-#pragma unroll
-    for (int d = 1; d < 32; d <<= 1) {
-      const tl_u32 o = __shfl_up_sync(kTlFull, off, d);
-      if (lane >= d) off += o;
-    }
-    const tl_u32 total = __shfl_sync(kTlFull, off, 31);
-    off -= cb;   // where block `lane`'s candidates start among all
-    bool fallback = total < (tl_u32)k || total > (tl_u32)kTsCap;
-    tl_u32* const bcnt = sm.hist[0];
-    tl_u32* const above = sm.hist[1];
     if (!fallback) {
-      // 5. Copy all candidates (block order; the block of entry j from the 16 offsets in registers, two loads in
-      // flight a thread) and count them into buckets. A load past the candidates is not issued: every read of
-      // another block's shared memory must be consumed before this block arrives at the barrier below (the
-      // relaxed arrive and the fence on this block's own shared memory do not order it), or that block might
-      // overwrite its list, or exit, under it.
-      tl_u32 offs[kTsCluster];
+      // 3. The candidates (a column past the slice is none): a thread counts its hits, a warp scan places them, one
+      // shared atomic a warp; the block's largest candidate key beside.
+      tl_u32 cnt = 0u, kmax = 0u;
 #pragma unroll
-      for (int b = 0; b < kTsCluster; ++b) offs[b] = __shfl_sync(kTlFull, off, b);
-      const tl_u32 mine_at = __shfl_sync(kTlFull, off, (int)r);
-      const float scale = (float)kTsBuckets / (float)((tl_u64)top - T + 1ull);
-      // The bucket counts were the threshold's first histogram: every thread of this block read it before the
-      // barriers above.
-      reinterpret_cast<uint4*>(bcnt)[tid] = make_uint4(0u, 0u, 0u, 0u);
-      __syncthreads();
-      for (tl_u32 j0 = (tl_u32)tid; j0 < total; j0 += 2 * kTsThreads) {
-        tl_u64 c[2];
-#pragma unroll
-        for (int u = 0; u < 2; ++u) {
-          const tl_u32 j = j0 + u * kTsThreads;
-          tl_u32 b = 0u, ob = 0u;   // no dynamic index into offs
-#pragma unroll
-          for (int q2 = 1; q2 < kTsCluster; ++q2)
-            if (j >= offs[q2]) b = (tl_u32)q2, ob = offs[q2];
-          c[u] = j < total ? tl_peer(sm.own, b)[j - ob] : 0ull;
-        }
-#pragma unroll
-        for (int u = 0; u < 2; ++u)
-          if (j0 + u * kTsThreads < total) {
-            sm.all[j0 + u * kTsThreads] = c[u];
-            atomicAdd(&bcnt[ts_bucket((tl_u32)(c[u] >> 32), T, scale)], 1u);
-          }
+      for (int i = 0; i < kTsPer; ++i) {
+        const bool hit = 4 * (tid + (i / 4) * kTsThreads) + i % 4 < n && key[i] >= T;
+        cnt += hit ? 1u : 0u;
+        kmax = hit && key[i] > kmax ? key[i] : kmax;
       }
-      tl_cluster_arrive();   // this block's reads of the others are done (their values are stored)
-      __syncthreads();       // all and the bucket counts are complete
-      // above[b] = the candidates in buckets above b; the counts are cleared for the scatter's fills. Every block
-      // has the same counts, so every block sees the same crowded bucket, or none.
-      const uint4 bc = reinterpret_cast<const uint4*>(bcnt)[tid];
-      const tl_u32 bmine = bc.x + bc.y + bc.z + bc.w;
-      tl_u32 bincl = bmine;
+      tl_u32 incl = cnt;
 #pragma unroll
       for (int d = 1; d < 32; d <<= 1) {
-        const tl_u32 o = __shfl_down_sync(kTlFull, bincl, d);
-        if (lane + d < 32) bincl += o;
+        const tl_u32 o = __shfl_up_sync(kTlFull, incl, d);
+        if (lane >= d) incl += o;
       }
-      if (lane == 0) sm.scan[warp] = bincl;
-      const bool crowded_here = max(max(bc.x, bc.y), max(bc.z, bc.w)) > (tl_u32)kTsBucketMax;
-      const bool crowded = __syncthreads_or(crowded_here) != 0;
-      const tl_u32 wt = lane < kTsThreads / 32 ? sm.scan[lane] : 0u;
-      const tl_u32 bbase = __reduce_add_sync(kTlFull, lane > warp ? wt : 0u) + bincl - bmine;
-      reinterpret_cast<uint4*>(above)[tid] = make_uint4(bbase + bc.w + bc.z + bc.y, bbase + bc.w + bc.z,
-                                                        bbase + bc.w, bbase);
-      reinterpret_cast<uint4*>(bcnt)[tid] = make_uint4(0u, 0u, 0u, 0u);
-      __syncthreads();
-      tl_cluster_wait();   // no block reads this block's list any more
-      if (crowded) {
-        fallback = true;
-      } else {
-        // 6. Scatter all candidates by bucket into own's space (highest bucket first), then rank and write this
-        // block's own (all[mine_at, + count)).
-        for (tl_u32 j = (tl_u32)tid; j < total; j += kTsThreads) {
-          const tl_u64 c = sm.all[j];
-          const tl_u32 b = ts_bucket((tl_u32)(c >> 32), T, scale);
-          sm.own[above[b] + atomicAdd(&bcnt[b], 1u)] = c;
-        }
-        __syncthreads();
-        const tl_u32 nm = sm.count;
-        float* ov = out_values + row * (i64)k;
-        int* oi = out_indices + row * (i64)k;
-        for (tl_u32 i = (tl_u32)tid; i < nm; i += kTsThreads) {
-          const tl_u64 c = sm.all[mine_at + i];
-          const tl_u32 b = ts_bucket((tl_u32)(c >> 32), T, scale);
-          const tl_u32 s_lo = above[b], s_hi = b > 0u ? above[b - 1u] : total;
-          tl_u32 slot = s_lo;
-          for (tl_u32 s = s_lo; s < s_hi; ++s) slot += sm.own[s] > c ? 1u : 0u;
-          if (slot < (tl_u32)k) tl_put(oi, ov, slot, c, prow);
-        }
-        if (r == 0u && tid == 0) DSV4_TS_FAST_ROW();
-        __syncthreads();   // own, all and the counters are reused by the next row
+      tl_u32 base = 0u;
+      if (lane == 31 && incl != 0u) base = atomicAdd(&sm.count, incl);
+      tl_u32 pos = __shfl_sync(kTlFull, base, 31) + incl - cnt;
+      kmax = __reduce_max_sync(kTlFull, kmax);
+      if (lane == 0 && kmax != 0u) atomicMax(&sm.maxkey, kmax);
+#pragma unroll
+      for (int i = 0; i < kTsPer; ++i) {
+        const int col = 4 * (tid + (i / 4) * kTsThreads) + i % 4;
+        if (col < n && key[i] >= T) sm.own[pos++] = tl_ckey(key[i], (tl_u32)(lo + col));
       }
-    } else {
-      tl_cluster_arrive();   // this block's reads of the others' counts are done
+
+      // 4. The counts over the cluster: every warp reads them itself (lane b: block b's).
+      tl_cluster_arrive();
       tl_cluster_wait();
+      const tl_u32 cb = lane < kTsCluster ? tl_peer(&sm.count, (tl_u32)lane)[0] : 0u;
+      const tl_u32 top = __reduce_max_sync(kTlFull, lane < kTsCluster ? tl_peer(&sm.maxkey, (tl_u32)lane)[0] : 0u);
+      tl_u32 off = cb;
+#pragma unroll
+      for (int d = 1; d < 32; d <<= 1) {
+        const tl_u32 o = __shfl_up_sync(kTlFull, off, d);
+        if (lane >= d) off += o;
+      }
+      const tl_u32 total = __shfl_sync(kTlFull, off, 31);
+      off -= cb;   // where block `lane`'s candidates start among all
+      fallback = total < (tl_u32)k || total > (tl_u32)kTsCap;
+      tl_u32* const bcnt = sm.hist[0];
+      tl_u32* const above = sm.hist[1];
+      if (!fallback) {
+        // 5. Copy all candidates (block order; the block of entry j from the 16 offsets in registers, two loads in
+        // flight a thread) and count them into buckets. A load past the candidates is not issued: every read of
+        // another block's shared memory must be consumed before this block arrives at the barrier below (the
+        // relaxed arrive and the fence on this block's own shared memory do not order it), or that block might
+        // overwrite its list, or exit, under it.
+        tl_u32 offs[kTsCluster];
+#pragma unroll
+        for (int b = 0; b < kTsCluster; ++b) offs[b] = __shfl_sync(kTlFull, off, b);
+        const tl_u32 mine_at = __shfl_sync(kTlFull, off, (int)r);
+        const float scale = (float)kTsBuckets / (float)((tl_u64)top - T + 1ull);
+        // The bucket counts were the threshold's first histogram: every thread of this block read it before the
+        // barriers above.
+        reinterpret_cast<uint4*>(bcnt)[tid] = make_uint4(0u, 0u, 0u, 0u);
+        __syncthreads();
+        for (tl_u32 j0 = (tl_u32)tid; j0 < total; j0 += 2 * kTsThreads) {
+          tl_u64 c[2];
+#pragma unroll
+          for (int u = 0; u < 2; ++u) {
+            const tl_u32 j = j0 + u * kTsThreads;
+            tl_u32 b = 0u, ob = 0u;   // no dynamic index into offs
+#pragma unroll
+            for (int q2 = 1; q2 < kTsCluster; ++q2)
+              if (j >= offs[q2]) b = (tl_u32)q2, ob = offs[q2];
+            c[u] = j < total ? tl_peer(sm.own, b)[j - ob] : 0ull;
+          }
+#pragma unroll
+          for (int u = 0; u < 2; ++u)
+            if (j0 + u * kTsThreads < total) {
+              sm.all[j0 + u * kTsThreads] = c[u];
+              atomicAdd(&bcnt[ts_bucket((tl_u32)(c[u] >> 32), T, scale)], 1u);
+            }
+        }
+        tl_cluster_arrive();   // this block's reads of the others are done (their values are stored)
+        __syncthreads();       // all and the bucket counts are complete
+        // above[b] = the candidates in buckets above b; the counts are cleared for the scatter's fills. Every block
+        // has the same counts, so every block sees the same crowded bucket, or none.
+        const uint4 bc = reinterpret_cast<const uint4*>(bcnt)[tid];
+        const tl_u32 bmine = bc.x + bc.y + bc.z + bc.w;
+        tl_u32 bincl = bmine;
+#pragma unroll
+        for (int d = 1; d < 32; d <<= 1) {
+          const tl_u32 o = __shfl_down_sync(kTlFull, bincl, d);
+          if (lane + d < 32) bincl += o;
+        }
+        if (lane == 0) sm.scan[warp] = bincl;
+        const bool crowded_here = max(max(bc.x, bc.y), max(bc.z, bc.w)) > (tl_u32)kTsBucketMax;
+        const bool crowded = __syncthreads_or(crowded_here) != 0;
+        const tl_u32 wt = lane < kTsThreads / 32 ? sm.scan[lane] : 0u;
+        const tl_u32 bbase = __reduce_add_sync(kTlFull, lane > warp ? wt : 0u) + bincl - bmine;
+        reinterpret_cast<uint4*>(above)[tid] = make_uint4(bbase + bc.w + bc.z + bc.y, bbase + bc.w + bc.z,
+                                                          bbase + bc.w, bbase);
+        reinterpret_cast<uint4*>(bcnt)[tid] = make_uint4(0u, 0u, 0u, 0u);
+        __syncthreads();
+        tl_cluster_wait();   // no block reads this block's list any more
+        if (crowded) {
+          fallback = true;
+        } else {
+          // 6. Scatter all candidates by bucket into own's space (highest bucket first), then rank and write this
+          // block's own (all[mine_at, + count)).
+          for (tl_u32 j = (tl_u32)tid; j < total; j += kTsThreads) {
+            const tl_u64 c = sm.all[j];
+            const tl_u32 b = ts_bucket((tl_u32)(c >> 32), T, scale);
+            sm.own[above[b] + atomicAdd(&bcnt[b], 1u)] = c;
+          }
+          __syncthreads();
+          const tl_u32 nm = sm.count;
+          float* ov = out_values + row * (i64)k;
+          int* oi = out_indices + row * (i64)k;
+          for (tl_u32 i = (tl_u32)tid; i < nm; i += kTsThreads) {
+            const tl_u64 c = sm.all[mine_at + i];
+            const tl_u32 b = ts_bucket((tl_u32)(c >> 32), T, scale);
+            const tl_u32 s_lo = above[b], s_hi = b > 0u ? above[b - 1u] : total;
+            tl_u32 slot = s_lo;
+            for (tl_u32 s = s_lo; s < s_hi; ++s) slot += sm.own[s] > c ? 1u : 0u;
+            if (slot < (tl_u32)k) tl_put(oi, ov, slot, c, prow);
+          }
+          if (r == 0u && tid == 0) DSV4_TS_FAST_ROW();
+          __syncthreads();   // own, all and the counters are reused by the next row
+        }
+      } else {
+        tl_cluster_arrive();   // this block's reads of the others' counts are done
+        tl_cluster_wait();
+      }
     }
     if (fallback)   // every block alike: topk_long's select on this row, over the whole shared memory
       topk_long_row<KP, kTsThreads>(scores, cols, row_stride, k, out_values, out_indices, slice, dense_n, cap,

@@ -93,6 +93,10 @@ DSV4_INTERNAL bool dsv4_topk_select_uses_warp(int64_t cols, int32_t k);
 DSV4_INTERNAL void dsv4_topk_sample_spec(int32_t k, dsv4_kernel_spec *out);
 DSV4_INTERNAL bool dsv4_topk_sample_serves_k(int32_t k);
 DSV4_INTERNAL bool dsv4_topk_sample_takes(const dsv4_topk_long_plan *plan, int64_t cols, int32_t k);
+/* Test hook: whether dsv4_topk_select on rows x cols with this k launches the sample-threshold kernel on ctx's
+ * device (the same decision, kernels loaded as the call would). */
+DSV4_INTERNAL dsv4_status dsv4_topk_select_takes_sample(dsv4_context *ctx, int64_t rows, int64_t cols, int32_t k,
+    bool *takes);
 /* Test hook: the long-row kernel on rows x cols, launched with the plan dsv4_topk_select takes for plan_rows
  * (>= rows) rows - the same kernel, cluster, slice, key width, buffers and shared memory - its grid cut to the
  * rows given. The output is what dsv4_topk_select gives (the plan changes the speed, never the result). For
@@ -215,7 +219,7 @@ DSV4_INTERNAL dsv4_status dsv4_gate_decode_enqueue_ex(dsv4_context *ctx, CUstrea
 
 /* The kernels a router with cfg uses (precompile, prepare). Returns the count written to specs. */
 #define DSV4_MAX_ROUTER_KERNELS 16
-/* Kernels one precompile call compiles at most (a router's, or dsv4_precompile_topk's three per k). */
+/* Kernels one precompile call compiles at most (a router's, or dsv4_precompile_topk's up to three per k). */
 #define DSV4_MAX_PRECOMPILE_KERNELS 48
 /* Rows per cuBLASLt GEMM call on the router's prefill path, whatever N: the router's logits workspace holds
  * max(splits * min(max_tokens, decode_max), min(max_tokens, chunk)) rows of E floats (25 MB for v4-pro once

@@ -369,25 +369,38 @@ bool dsv4_topk_sample_takes(const dsv4_topk_long_plan *plan, int64_t cols, int32
          cols >= SAMPLE_MIN_COLS && dsv4_topk_sample_serves_k(k);
 }
 
-/* With ctx current: the sample-threshold kernel on `rows` rows with topk_long's plan, if the plan is one it runs
- * with and all its clusters fit on the device at once (*launched says whether it was launched). */
+/* With ctx current: whether the sample-threshold kernel takes `rows` rows of cols with topk_long's plan: the plan
+ * is one it runs with, at a k it serves, on sm_90+, its shared memory fits and all the rows' clusters are resident
+ * at once. Where it does: *fn (loaded) and *smem (allowed) for its launch. */
+static dsv4_status sample_decide(dsv4_context *ctx, const dsv4_topk_long_plan *plan, int64_t rows, int64_t cols,
+                                 int32_t k, CUfunction *fn, unsigned *smem, bool *takes) {
+  *takes = false;
+  if (ctx->cc_major < 9 || !dsv4_topk_sample_takes(plan, cols, k)) return DSV4_OK;
+  dsv4_kernel_spec spec;
+  dsv4_topk_sample_spec(k, &spec);
+  DSV4_TRY(dsv4_ctx_function(ctx, &spec, fn));
+  int limit = 0;
+  DSV4_TRY(long_smem_limit(ctx, *fn, &limit));
+  *smem = plan->smem > SAMPLE_SMEM ? plan->smem : SAMPLE_SMEM;
+  if ((int64_t)*smem > limit) return DSV4_OK;
+  DSV4_TRY(long_allow_smem(ctx, *fn, *smem, limit));
+  int active[5];
+  long_active_clusters(ctx, *fn, SAMPLE_THREADS, *smem, active);
+  *takes = rows <= (int64_t)active[4];   /* (log2 16 = 4) */
+  return DSV4_OK;
+}
+
+/* With ctx current: the sample-threshold kernel on `rows` rows with topk_long's plan, where sample_decide takes
+ * them (*launched says whether it was launched). */
 static dsv4_status launch_sample(dsv4_context *ctx, CUstream stream, const dsv4_topk_long_plan *plan,
                                  const float *scores, int64_t rows, int64_t cols, int64_t row_stride, int32_t k,
                                  float *out_values, int32_t *out_indices, bool *launched) {
   *launched = false;
-  if (ctx->cc_major < 9 || !dsv4_topk_sample_takes(plan, cols, k)) return DSV4_OK;
-  dsv4_kernel_spec spec;
-  dsv4_topk_sample_spec(k, &spec);
   CUfunction fn = NULL;
-  DSV4_TRY(dsv4_ctx_function(ctx, &spec, &fn));
-  int limit = 0;
-  DSV4_TRY(long_smem_limit(ctx, fn, &limit));
-  const unsigned smem = plan->smem > SAMPLE_SMEM ? plan->smem : SAMPLE_SMEM;
-  if ((int64_t)smem > limit) return DSV4_OK;
-  DSV4_TRY(long_allow_smem(ctx, fn, smem, limit));
-  int active[5];
-  long_active_clusters(ctx, fn, SAMPLE_THREADS, smem, active);
-  if (rows > (int64_t)active[4]) return DSV4_OK;   /* (log2 16 = 4) */
+  unsigned smem = 0;
+  bool takes = false;
+  DSV4_TRY(sample_decide(ctx, plan, rows, cols, k, &fn, &smem, &takes));
+  if (!takes) return DSV4_OK;
   unsigned grid = plan->grid;
   if ((int64_t)grid > rows * SAMPLE_CLUSTER) grid = (unsigned)(rows * SAMPLE_CLUSTER);
   int ncols = (int)cols, slice = plan->slice, dense = plan->dense, cap = plan->cand_cap, wide = plan->key_bits == 32;
@@ -398,6 +411,26 @@ static dsv4_status launch_sample(dsv4_context *ctx, CUstream stream, const dsv4_
   DSV4_CU(ctx->drv, cuLaunchKernelEx(&cfg, fn, args, NULL), "launching topk_sample (cluster)");
   *launched = true;
   return DSV4_OK;
+}
+
+dsv4_status dsv4_topk_select_takes_sample(dsv4_context *ctx, int64_t rows, int64_t cols, int32_t k, bool *takes) {
+  static const char *fn = "dsv4_topk_select_takes_sample";
+  DSV4_CHECK_ARG(ctx != NULL, fn, "ctx", "is NULL");
+  DSV4_CHECK_ARG(takes != NULL, fn, "takes", "is NULL");
+  DSV4_CHECK_ARG(rows >= 1, fn, "rows", "is below 1");
+  DSV4_CHECK_ARG(cols >= 1 && cols <= INT32_MAX, fn, "cols", "is outside 1..2^31-1");
+  DSV4_CHECK_ARG(k >= 1 && k <= cols, fn, "k", "is outside 1..cols");
+  *takes = false;
+  if (dsv4_topk_select_uses_warp(cols, k)) return DSV4_OK;
+  bool pushed = false;
+  DSV4_TRY(dsv4_ctx_enter(ctx, &pushed));
+  CUfunction f = NULL, g = NULL;
+  dsv4_topk_long_plan plan;
+  unsigned smem = 0;
+  dsv4_status s = long_setup(ctx, rows, cols, k, &f, &plan);
+  if (s == DSV4_OK) s = sample_decide(ctx, &plan, rows, cols, k, &g, &smem, takes);
+  dsv4_ctx_leave(ctx, pushed);
+  return s;
 }
 
 dsv4_status dsv4_topk_select_enqueue(dsv4_context *ctx, CUstream stream, const float *scores, int64_t rows,

@@ -81,8 +81,17 @@ static void test_plan_indexer_shapes(void **state) {
   assert_int_equal(p.grid, 16);
   assert_int_equal(p.kp, 512);
   assert_int_equal(p.smem, 232448u);
+  /* The sample-threshold kernel runs with this plan, for k up to 1024 (at 2048 it measured slower), not with the
+   * portable one below, and never below 4097 columns (its sample's runs would overlap). */
+  assert_true(dsv4_topk_sample_takes(&p, 131072, 512));
+  assert_true(dsv4_topk_sample_takes(&p, 131072, 1));
+  assert_true(dsv4_topk_sample_takes(&p, 131072, 1024));
+  assert_false(dsv4_topk_sample_takes(&p, 131072, 1025));
+  assert_false(dsv4_topk_sample_takes(&p, 131072, 2048));
+  assert_false(dsv4_topk_sample_takes(&p, 4096, 512));
   /* The portable cluster size: 8 blocks of 16384 columns. */
   assert_int_equal(dsv4_topk_long_plan_for(1, 131072, 512, 132, 232448, 8, &p), DSV4_OK);
+  assert_false(dsv4_topk_sample_takes(&p, 131072, 512));
   assert_int_equal(p.cluster, 8);
   assert_int_equal(p.slice, 16384);
   assert_int_equal(p.key_bits, 32);
@@ -280,9 +289,9 @@ static void test_compiles(void **state) {
     assert_string_equal(spec.source, "topk_long.cu");
     test_compile_every_arch(&spec, NULL);
   }
-  /* The sample-threshold kernel (few rows of 131072 columns): the indexer's k and the extremes. Only sm_90+ runs
-   * it; it compiles for sm_80 too (its cluster steps become block barriers there). */
-  static const int32_t sample_ks[] = {512, 2048, 1, 4096};
+  /* The sample-threshold kernel (few rows of 131072 columns, k <= 1024): the indexer's k and the extremes. Only
+   * sm_90+ runs it; it compiles for sm_80 too (its cluster steps become block barriers there). */
+  static const int32_t sample_ks[] = {512, 1, 1024};
   for (size_t i = 0; i < sizeof sample_ks / sizeof sample_ks[0]; ++i) {
     dsv4_kernel_spec spec;
     dsv4_topk_sample_spec(sample_ks[i], &spec);

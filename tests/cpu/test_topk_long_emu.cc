@@ -45,6 +45,8 @@ static int g_sample_fast_rows;   /* rows topk_sample.cu selected without its fal
 #define DSV4_TS_FAST_ROW() (++g_sample_fast_rows)
 static int g_sample_early_rows;  /* rows it sent to the fallback from the sample alone (a crowded threshold bin) */
 #define DSV4_TS_EARLY_FALLBACK() (++g_sample_early_rows)
+static int g_sample_third_levels;   /* rows whose threshold bin was crowded enough to count the key's copies */
+#define DSV4_TS_THIRD_LEVEL() (++g_sample_third_levels)
 #include "topk_long.cu"
 #include "topk_sample.cu"
 
@@ -55,10 +57,13 @@ static bool exhaustive() {
 
 /* ---------------- inputs ---------------- */
 enum { RANDOM, TIES, SPECIAL, EQUAL, ALLNAN, HALFNAN, FEWFINITE, ASC, DESC, ZEROS, NARROW, CUTTIES, INF, BELL, SPREAD,
-       QUARTER, OUTLIER, NMODES };
-static const char* const k_mode_names[NMODES] = {"random", "ties",    "special",  "equal",   "allnan",  "halfnan",
+       QUARTER, OUTLIER, NMODES, MIXED = NMODES /* outside the sweeps: each row its own of k_mixed */ };
+static const char* const k_mode_names[NMODES + 1] = {"random", "ties",    "special",  "equal",   "allnan",  "halfnan",
                                                  "fewfinite", "asc",  "desc",     "zeros",   "narrow",  "cutties",
-                                                 "inf",    "bell",    "spread",   "quarter", "outlier"};
+                                                 "inf",    "bell",    "spread",   "quarter", "outlier", "mixed"};
+/* MIXED rows: row r takes k_mixed[r % 9], so that one cluster looping over rows meets every path of
+ * topk_sample.cu in turn (the fallback from the sample, the sample path, the fallback after the copy). */
+static const int k_mixed[9] = {QUARTER, RANDOM, OUTLIER, QUARTER, NARROW, BELL, OUTLIER, RANDOM, TIES};
 
 static float unif(uint64_t* s) { return (float)((double)(test_rand(s) >> 11) / 9007199254740992.0); }
 
@@ -195,7 +200,10 @@ static void run_case(int64_t rows, int cols, int64_t stride, int off, int k, int
   assert_int_equal(mprotect(region + page + bytes, page, PROT_NONE), 0);
   float* buf = reinterpret_cast<float*>(region + page + bytes - n * 4);
   if (seed & 1) buf = reinterpret_cast<float*>((uintptr_t)buf & ~(uintptr_t)15);   /* 16-byte aligned, half the time */
-  for (size_t i = 0; i < n; ++i) buf[i] = gen(mode, (int64_t)((i - (size_t)off) % (size_t)stride), &seed);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t at = i - (size_t)off;   /* wraps below off: those floats are never read */
+    buf[i] = gen(mode == MIXED ? k_mixed[at / (size_t)stride % 9] : mode, (int64_t)(at % (size_t)stride), &seed);
+  }
   const float* in = buf + off;
   const size_t outs = (size_t)(rows * k), guard = 16;
   std::vector<float> ov(outs + guard);
@@ -446,6 +454,30 @@ static void test_sample_select(void** state) {
     run_case(1, 131072, 131072, 0, 512, OUTLIER, sample_shape(131072, 512, 0, 1), seed++);
     if (g_sample_fast_rows != fast || g_sample_early_rows != early) {
       fprintf(stderr, "FAIL: 1 x 131072 k = 512 outlier did not fall back after the copy\n");
+      fail();
+    }
+  }
+  /* Distinct values in a narrow range crowd the threshold's 24-bit bin but not a key: the third level runs and the
+   * row stays on the sample path (level 0's histogram, reused by level 2, is then the bucket counts). */
+  for (int k : {512, 1024}) {
+    const int fast = g_sample_fast_rows, third = g_sample_third_levels;
+    run_case(1, 131072, 131072, 0, k, NARROW, sample_shape(131072, k, 0, 1), seed++);
+    if (g_sample_third_levels - third != 1 || g_sample_fast_rows - fast != 1) {
+      fprintf(stderr, "FAIL: 1 x 131072 k = %d narrow: third level %d, sample path %d (want 1, 1)\n", k,
+              g_sample_third_levels - third, g_sample_fast_rows - fast);
+      fail();
+    }
+  }
+  /* One cluster looping over rows of every path in turn (and two, three clusters): each row's path follows the
+   * one before it, whichever barriers that one passed (the pending wait of topk_long's row body). */
+  static const struct { int k, nclusters; } loops[] = {{512, 1}, {1024, 2}, {512, 3}};
+  for (const auto& l : loops) {
+    const int fast = g_sample_fast_rows, early = g_sample_early_rows;
+    run_case(9, 131072, 131072, 0, l.k, MIXED, sample_shape(131072, l.k, 0, l.nclusters), seed++);
+    const int nfast = g_sample_fast_rows - fast, nearly = g_sample_early_rows - early, nlate = 9 - nfast - nearly;
+    if (nfast < 1 || nearly < 1 || nlate < 1) {
+      fprintf(stderr, "FAIL: 9 mixed rows k = %d on %d cluster(s): %d sample path, %d from the sample, %d after "
+              "(want each >= 1)\n", l.k, l.nclusters, nfast, nearly, nlate);
       fail();
     }
   }

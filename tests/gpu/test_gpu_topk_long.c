@@ -267,15 +267,38 @@ static void test_adversarial(void **state) {
 }
 
 /* The sample-threshold select (kernel_src/topk_sample.cu), which dsv4_topk_select takes on sm_90+ for 1..8 rows of
- * 131072 columns and k <= 1024: rows it selects itself (random, bell, sorted), rows it sends to topk_long's row
- * body from its sample (quarters and the other tied rows: a threshold value with hundreds of copies) and after
- * its copy (outlier: one 3e38 among values below 1 puts every candidate into its lowest bucket), every adversarial
- * generator, at k = 512 and 1024 on 1 row and on 7 (7 clusters at once), k = 1 and 700 on one row. On other GPUs
- * (or other plans) the same calls take topk_long and must give the same results. */
+ * 131072 columns and k <= 1024 (checked first, through the launcher's own decision): rows it selects itself
+ * (random, bell, sorted), rows it sends to topk_long's row body from its sample (quarters and the other tied rows:
+ * a threshold value with hundreds of copies) and after its copy (outlier at k = 512 and 1024: one 3e38 among values
+ * below 1 puts every other candidate into its lowest bucket; at k = 1 its ~256 candidates stay on the sample path),
+ * every adversarial generator, at k = 512 and 1024 on 1 row and on 7 (7 clusters at once), k = 1 and 700 on one
+ * row. The emulator (test_topk_long_emu's test_sample_select) checks which path each kind of row takes. On other
+ * GPUs (or other plans) the same calls take topk_long and must give the same results. */
 static void test_sample_paths(void **state) {
   (void)state;
   uint64_t seed = 4242;
   print_plan(1, 131072, 512);
+  /* Where topk_long's plan for a shape is the sample kernel's (clusters of 16 blocks of 512 threads, slices of at
+   * most 8192: 1..8 rows of 131072 on an H100 or H200) and k <= 1024, the call must launch it, or the cases below
+   * would pass on topk_long alone. */
+  static const struct { int64_t rows; int32_t k; } picks[] = {{1, 512}, {7, 1024}, {8, 512}, {1, 1}, {1, 700},
+                                                             {1, 1025}, {1, 2048}};
+  int sample_shapes = 0;
+  for (size_t i = 0; i < sizeof picks / sizeof picks[0]; ++i) {
+    dsv4_topk_long_plan p;
+    assert_int_equal(dsv4_topk_long_plan_ctx(g_ctx, picks[i].rows, 131072, picks[i].k, &p), DSV4_OK);
+    const bool want = g_ctx->cc_major >= 9 && p.cluster == 16 && p.threads == 512 && p.slice <= 8192 &&
+                      picks[i].k <= 1024;
+    bool takes = !want;
+    assert_int_equal(dsv4_topk_select_takes_sample(g_ctx, picks[i].rows, 131072, picks[i].k, &takes), DSV4_OK);
+    if (takes != want)
+      fail_msg("%lld x 131072 k = %d: the sample kernel %s", (long long)picks[i].rows, picks[i].k,
+               takes ? "launches" : "does not launch");
+    sample_shapes += takes;
+  }
+  printf("    the sample kernel takes %d of %d shapes here%s\n", sample_shapes, (int)(sizeof picks / sizeof picks[0]),
+         g_ctx->cc_major >= 9 ? "" : " (it needs sm_90)");
+  if (g_ctx->cc_major == 9) assert_true(sample_shapes >= 4);   /* H100, H200: 1 row at k = 512, 1, 700 and more */
   for (int mode = 0; mode <= GEN_OUTLIER; ++mode) {
     run_case(1, 131072, 131072, 0, 512, mode, 1, seed++);
     run_case(7, 131072, 131072, 0, 1024, mode, 1, seed++);
