@@ -1,9 +1,10 @@
 // Long-row top-k for few long rows by a sample threshold (dsv4_topk_select picks it for k <= 1024 where
 // topk_long.cu's plan takes clusters of 16 blocks of 512 threads and a block's slice is at most 8192 columns: on an
-// H100 or H200 the planner gives clusters of 16 only to rows of 131072 columns or more, so 1..8 rows of exactly
-// 131072 columns). The same contract and bits as topk_long.cu: per row the k largest values and their column
-// indices, descending; equal values -> lower index first; NaN below everything (-0.0 == +0.0); values
-// copied bit for bit. Measured first as docs/experiments/topk_sample_skeleton.cu (docs/performance.md).
+// H100 or H200 the planner gives clusters of 16 only to rows of 131072 columns or more and only as many rows as the
+// device runs such clusters at once, so a few rows (1..7 on the H200 measured) of exactly 131072 columns). The
+// same contract and bits as topk_long.cu: per row the k largest values and their column indices, descending;
+// equal values -> lower index first; NaN below everything (-0.0 == +0.0); values copied bit for bit. Measured
+// first as docs/experiments/topk_sample_skeleton.cu (docs/performance.md).
 //
 // topk_sample<KP>: one cluster of 16 blocks per row, block r owning the columns [r*slice, (r+1)*slice), 16 a
 // thread, kept in registers as order keys (tl_order_key). Per row:
