@@ -95,20 +95,20 @@ dsv4_status dsv4_precompile_topk(const int32_t *ks, int32_t count, const char *a
   /* dsv4_topk_select's long-row kernel in both block sizes (rows of more than 8192 columns take 512 threads a
    * block, shorter ones, the warp kernel aside: cols <= 1024 and k <= 16, 256) and the sample-threshold kernel
    * its few rows of 131072 columns take on sm_90+ (k <= 1024). */
+  const bool sample_arch = atoi(arch + 3) >= 90;   /* "sm_XY...": the sample kernel runs on sm_90 and later only */
   dsv4_kernel_spec specs[DSV4_MAX_PRECOMPILE_KERNELS];
   int n = 0;
-  const int forms = atoi(arch + 3) >= 90 ? 3 : 2;   /* "sm_XY...": the sample kernel runs on sm_90 and later only */
-  for (int32_t i = 0; i < count; ++i)
-    for (int form = 0; form < forms; ++form) {
-      dsv4_kernel_spec sp;
-      if (form == 2 && !dsv4_topk_sample_serves_k(ks[i])) continue;
-      if (form == 2)
-        dsv4_topk_sample_spec(ks[i], &sp);
-      else
-        dsv4_topk_select_spec(form ? 8192 : (int64_t)1 << 17, ks[i], &sp);
+  for (int32_t i = 0; i < count; ++i) {
+    dsv4_kernel_spec mine[3];
+    int m = 0;
+    dsv4_topk_select_spec((int64_t)1 << 17, ks[i], &mine[m++]);
+    dsv4_topk_select_spec(8192, ks[i], &mine[m++]);
+    if (sample_arch && dsv4_topk_sample_serves_k(ks[i])) dsv4_topk_sample_spec(ks[i], &mine[m++]);
+    for (int j = 0; j < m; ++j) {
       bool seen = false;   /* k = 500 and 512 share a kernel (k rounded up to a power of two) */
-      for (int j = 0; j < n && !seen; ++j) seen = !strcmp(specs[j].name_expr, sp.name_expr);
-      if (!seen) specs[n++] = sp;
+      for (int u = 0; u < n && !seen; ++u) seen = !strcmp(specs[u].name_expr, mine[j].name_expr);
+      if (!seen) specs[n++] = mine[j];
     }
+  }
   return precompile_specs(fn, specs, n, arch, stats);
 }

@@ -701,28 +701,20 @@ int main(int argc, char **argv) {
     bench_activation_topk(ctx, stream, 4096, 384, 6, gbps);   /* the routing of a 4096-token prefill */
   }
   if (want("long")) {
-    bench_topk_select(ctx, stream, 64, 131072, 512, gbps, false, false);
-    bench_topk_select(ctx, stream, 64, 131072, 2048, gbps, false, false);
-    /* The indexer's long rows (topk_long.cu; the single row on sm_90, k <= 1024: topk_sample.cu): decode (1 row:
-     * latency) and a prefill-sized batch. */
-    bench_topk_select(ctx, stream, 1, 131072, 512, gbps, false, false);
-    bench_topk_select(ctx, stream, 1, 131072, 2048, gbps, false, false);
-    /* The single row by topk_long alone (the plan dsv4_topk_select would give it), beside the sample-threshold
-     * kernel dsv4_topk_select takes there on sm_90 for k <= 1024 (topk_sample.cu): what that kernel saves. */
-    bench_topk_select(ctx, stream, 1, 131072, 1024, gbps, false, false);
-    bench_topk_select(ctx, stream, 1, 131072, 512, gbps, false, true);
-    bench_topk_select(ctx, stream, 1, 131072, 1024, gbps, false, true);
-    bench_topk_select(ctx, stream, 1, 131072, 2048, gbps, false, true);
-    bench_topk_select(ctx, stream, 512, 65536, 512, gbps, false, false);
-    bench_topk_select(ctx, stream, 512, 65536, 2048, gbps, false, false);
+    /* The indexer's long rows (topk_long.cu): a prefill-sized batch, then decode's single row (latency), where
+     * dsv4_topk_select takes the sample-threshold kernel on sm_90 for k <= 1024 (topk_sample.cu), each k beside
+     * topk_long alone (the plan dsv4_topk_select would give it): the A/B in one run. */
+    static const int32_t ks[] = {512, 2048}, single_ks[] = {512, 1024, 2048};
+    for (int i = 0; i < 2; ++i) bench_topk_select(ctx, stream, 64, 131072, ks[i], gbps, false, false);
+    for (int i = 0; i < 3; ++i)
+      for (int alone = 0; alone < 2; ++alone)
+        bench_topk_select(ctx, stream, 1, 131072, single_ks[i], gbps, false, alone);
+    for (int i = 0; i < 2; ++i) bench_topk_select(ctx, stream, 512, 65536, ks[i], gbps, false, false);
     /* Rows with hundreds of equal values at the cut: at 64 rows the crowded-bucket fallback (every k); the single
-     * row (clusters of 16, k = 512) places by counting and pays only for the ties in its levels; on sm_90 the
-     * sample-threshold kernel takes it and sends it to topk_long's row body from its sample (some 560 copies of
-     * the value at its threshold). */
-    bench_topk_select(ctx, stream, 64, 131072, 512, gbps, true, false);
-    bench_topk_select(ctx, stream, 64, 131072, 2048, gbps, true, false);
-    bench_topk_select(ctx, stream, 1, 131072, 512, gbps, true, false);
-    bench_topk_select(ctx, stream, 1, 131072, 512, gbps, true, true);   /* topk_long alone, beside */
+     * row (k = 512), which on sm_90 the sample-threshold kernel sends to topk_long's row body from its sample
+     * (some 560 copies of the value at its threshold), beside topk_long alone (which places it by counting). */
+    for (int i = 0; i < 2; ++i) bench_topk_select(ctx, stream, 64, 131072, ks[i], gbps, true, false);
+    for (int alone = 0; alone < 2; ++alone) bench_topk_select(ctx, stream, 1, 131072, 512, gbps, true, alone);
   }
   printf("\n");
   if (want("jit")) bench_jit(ctx);

@@ -153,7 +153,8 @@ DSV4_API dsv4_status dsv4_precompile(const dsv4_router_config *cfg, const char *
  * Compiles the long-row kernels dsv4_topk_select uses for each k of ks[0, count) (the indexer's top-k:
  * rows of more than 1024 columns, or k > 16; both block sizes, rows of up to 8192 columns and longer, and, for
  * k <= 1024 on sm_90+, the sample-threshold kernel of few rows of 131072 columns) for `arch` into the disk
- * cache, with no GPU and no driver needed (dsv4 addition; the `dsv4 cache warm --topk` of the tool). k values that round up to the same power of two share a kernel. stats may be NULL.
+ * cache, with no GPU and no driver needed (dsv4 addition; the `dsv4 cache warm --topk` of the tool). k values
+ * that round up to the same power of two share a kernel. stats may be NULL.
  * @return DSV4_OK; DSV4_ERR_INVALID_ARGUMENT (ks NULL, bad arch); DSV4_ERR_UNSUPPORTED (count outside 1..16,
  *         a k outside 1..4096, an arch NVRTC does not know); DSV4_ERR_NVRTC; DSV4_ERR_IO when the disk cache
  *         is disabled (DSV4_CACHE=0) or cannot be written.

@@ -2,9 +2,8 @@
  * (cols <= 1024 and k <= 16), the cluster radix select of kernel_src/topk_long.cu for everything else (its
  * launch shape: dsv4_topk_long_plan_for), except where that plan takes clusters of 16 blocks of 512 threads and
  * slices of at most 8192 columns (on an H100 or H200: rows of exactly 131072 columns, as many as run as clusters
- * of 16 at once, 7 on the H200 measured) and k is at most
- * 1024: there the sample-threshold select of kernel_src/topk_sample.cu, with the same plan (it falls back to
- * topk_long's row body in the same launch). */
+ * of 16 at once, 7 on the H200 measured) and k is at most 1024: there the sample-threshold select of
+ * kernel_src/topk_sample.cu, with the same plan (it falls back to topk_long's row body in the same launch). */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
