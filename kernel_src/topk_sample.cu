@@ -13,10 +13,12 @@
 //   2. every block finds the same threshold T from the sample: a two-level radix select (12 + 12 bits) of the
 //      q-th largest sample key, q = min(2 k, 6144) kTsSample / cols + 8 (at most the sample), and T the lower edge
 //      of its 24-bit bin; where that bin is crowded, a third level (8 bits) counts the copies of the key itself;
-//   3. the keys >= T go to the block's candidate list as composite keys (tl_ckey: distinct, in output order);
-//   4. a cluster barrier; every warp reads the 16 blocks' counts and largest candidate keys;
-//   5. every block copies all the cluster's candidates, counts them into kTsBuckets buckets by where their order
-//      key lies between T and the largest (a non-decreasing map), arrives at a second cluster barrier, scans the
+//   3. the keys >= T go to the block's candidate list as composite keys (tl_ckey: distinct, in output order),
+//      placed by a ballot a slot and one shared atomic a warp;
+//   4. a cluster barrier; warp 0 reads the 16 blocks' counts and largest keys and hands the offsets to the block;
+//   5. every block copies all the cluster's candidates (warp b those of block b), counts them into kTsBuckets
+//      buckets by where their order key lies between T and the largest (a non-decreasing map), arrives at a
+//      second cluster barrier, scans the
 //      counts into "candidates above", waits, scatters all candidates by bucket into its own list's space, and
 //      writes its own candidates whose rank (the candidates above their bucket plus the larger keys in it) is
 //      below k (tl_put: the value read back where the key does not give its bits).
@@ -24,7 +26,8 @@
 // (topk_long_row.cuh) in the same launch, with the plan's slice, cache and buffer sizes (the dynamic shared memory
 // is the larger of the two layouts):
 //   - from the sample, before step 3 and any cluster barrier of the row: the q-th sample key has more than
-//     kTsTieMax copies in the row, estimated from its copies in the sample (ties at the threshold);
+//     kTsTieMax copies in the row, estimated from its copies in the sample (ties at the threshold), or it is a
+//     NaN (T = 0);
 //   - after step 4 (and a second barrier: no block reads another's counts any more): fewer than k or more than
 //     kTsCap candidates (rows of few distinct values);
 //   - after step 5 (both barriers completed): a bucket of more than kTsBucketMax keys (ties, or one huge value
@@ -45,6 +48,11 @@
 #endif
 #ifndef DSV4_TS_THIRD_LEVEL
 #define DSV4_TS_THIRD_LEVEL()
+#endif
+// The phase harness (docs/experiments/topk_sample_phases.cu) reads the clock at each phase's end; nothing in the
+// library does.
+#ifndef DSV4_TS_STAMP
+#define DSV4_TS_STAMP(i)
 #endif
 
 namespace dsv4 {
@@ -72,12 +80,14 @@ struct TsSmem {
   tl_u32 hist[2][4096];     // the threshold's two levels; then bucket counts ([0]) and "above" ([1])
   tl_u32 scan[32];
   tl_u32 pick[3];           // the digit, need within it, the keys in its bin
-  tl_u32 count;             // this block's candidates
-  tl_u32 maxkey;            // the largest order key among them
+  tl_u32 count;             // this block's candidates (read by the cluster)
+  tl_u32 maxkey;            // the largest order key of its slice (read by the cluster)
+  tl_u32 offs[kTsCluster];  // where each block's candidates start among all (from warp 0)
+  tl_u32 total, top;        // all candidates; the largest order key of the row (from warp 0)
   tl_u64 own[kTsMaxSlice];  // this block's candidates (read by the cluster); then all of them by bucket
   tl_u64 all[kTsCap];       // every block's, in block order
 };
-static_assert(sizeof(TsSmem) == 163992, "host: SAMPLE_SMEM (runtime/ops/topk_select.c)");
+static_assert(sizeof(TsSmem) == 164064, "host: SAMPLE_SMEM (runtime/ops/topk_select.c)");
 
 // One radix level of the threshold (L = 0: order-key bits 31..20; L = 1: 19..8; L = 2: 7..0) over the sample keys
 // whose higher bits equal `prefix`: the digit (12 bits; 8 at L = 2) of the need-th largest (1-based), need within
@@ -136,6 +146,7 @@ __global__ void __launch_bounds__(kTsThreads)
                 int wide_keys) {
   static_assert(KP >= 1 && KP <= 4096 && (KP & (KP - 1)) == 0, "KP is a power of two up to 4096");
   static_assert(kTsBuckets == 4 * kTsThreads && kTsSample == kTsSamplePer * kTsThreads, "shapes");
+  static_assert(kTsThreads / 32 == kTsCluster, "step 5: warp b copies block b's candidates");
   TsSmem& sm = *reinterpret_cast<TsSmem*>(tl_smem());
   const tl_u32 r = tl_cluster_rank();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -148,8 +159,10 @@ __global__ void __launch_bounds__(kTsThreads)
   for (i64 row = (i64)(blockIdx.x / (unsigned)kTsCluster); row < rows; row += nclusters) {
     const float* prow = scores + row * row_stride;
     if (pending) tl_cluster_wait(), pending = false;   // the previous row's readers of this block are done
-    // 1. The slice (thread t: columns lo + 4 (t + 512 c) + u) and the sample (run j: 128 columns from
-    // j * (cols / 32)); the histograms and counters are cleared while the loads are in flight.
+    DSV4_TS_STAMP(0);
+    // 1. The slice (thread t: columns lo + 4 (t + 512 c) + u; a column past the slice is a NaN, key 0) and the
+    // sample (run j: 128 columns from j * (cols / 32)); the histograms and counters are cleared while the loads are
+    // in flight.
     float v[kTsPer];
 #pragma unroll
     for (int c = 0; c < kTsPer / 4; ++c) {
@@ -159,7 +172,7 @@ __global__ void __launch_bounds__(kTsThreads)
         v[4 * c] = q.x, v[4 * c + 1] = q.y, v[4 * c + 2] = q.z, v[4 * c + 3] = q.w;
       } else {
 #pragma unroll
-        for (int u = 0; u < 4; ++u) v[4 * c + u] = col + u < n ? __ldg(prow + lo + col + u) : 0.0f;
+        for (int u = 0; u < 4; ++u) v[4 * c + u] = col + u < n ? __ldg(prow + lo + col + u) : __uint_as_float(0x7fffffffu);
       }
     }
     float sv[kTsSamplePer];
@@ -179,6 +192,7 @@ __global__ void __launch_bounds__(kTsThreads)
 #pragma unroll
     for (int i = 0; i < kTsSamplePer; ++i) sk[i] = tl_order_key(sv[i]);
     __syncthreads();
+    DSV4_TS_STAMP(1);
 
     // 2. The threshold.
     // q: about twice the sample's share of k, at most the share of 6144 (the copies hold kTsCap = 8192), plus 8 (a
@@ -189,6 +203,7 @@ __global__ void __launch_bounds__(kTsThreads)
     const tl_u32 q = (tl_u32)min(min(share, cap_share) + 8, (i64)kTsSample);
     tl_u32 T = 0u, need = q, in_bin = 0u;
     ts_level<0>(sk, T, need, in_bin, sm);
+    DSV4_TS_STAMP(10);
     ts_level<1>(sk, T, need, in_bin, sm);
     // Ties at the threshold: decided alike by every block (the same sample), before any cluster barrier of the row.
     const i64 tie_max = (i64)kTsTieMax * kTsSample;   // copies x cols compared with it
@@ -204,85 +219,96 @@ __global__ void __launch_bounds__(kTsThreads)
       fallback = (i64)copies * cols > tie_max;
       if (fallback && r == 0u && tid == 0) DSV4_TS_EARLY_FALLBACK();
     }
+    // T = 0: the q-th sample key is a NaN (more than ~1 % of the row is), and every key, the padding's too, would
+    // be a candidate.
+    if (!fallback && T == 0u) {
+      fallback = true;
+      if (r == 0u && tid == 0) DSV4_TS_EARLY_FALLBACK();
+    }
+    DSV4_TS_STAMP(2);
 
     if (!fallback) {
-      // 3. The candidates (a column past the slice is none): a thread counts its hits, a warp scan places them, one
-      // shared atomic a warp; the block's largest candidate key beside.
-      tl_u32 cnt = 0u, kmax = 0u;
+      // 3. The candidates, keys >= T (T > 0: never the padding): a warp ballots each slot of its threads, one shared
+      // atomic a warp reserves places for its hits, and a slot's hits go to the warp's next places in lane order.
+      // Candidates are ~1 % of a slice, so most slots' ballots are empty and skip their stores. (The form before,
+      // a count and a scan a thread and 16 predicated stores, issued ~5 times the instructions; the 16 warps of a
+      // block issue on 4 schedulers, so a phase costs about 4 x its instructions a warp.) The block's largest key
+      // beside: the row's largest key is a candidate, and so the cluster's is the largest candidate key.
+      tl_u32 bal[kTsPer], wcnt = 0u, kmax = 0u;
 #pragma unroll
       for (int i = 0; i < kTsPer; ++i) {
-        const bool hit = 4 * (tid + (i / 4) * kTsThreads) + i % 4 < n && key[i] >= T;
-        cnt += hit ? 1u : 0u;
-        kmax = hit && key[i] > kmax ? key[i] : kmax;
-      }
-      tl_u32 incl = cnt;
-#pragma unroll
-      for (int d = 1; d < 32; d <<= 1) {
-        const tl_u32 o = __shfl_up_sync(kTlFull, incl, d);
-        if (lane >= d) incl += o;
+        bal[i] = __ballot_sync(kTlFull, key[i] >= T);
+        wcnt += __popc(bal[i]);
+        kmax = max(kmax, key[i]);
       }
       tl_u32 base = 0u;
-      if (lane == 31 && incl != 0u) base = atomicAdd(&sm.count, incl);
-      tl_u32 pos = __shfl_sync(kTlFull, base, 31) + incl - cnt;
+      if (lane == 0 && wcnt != 0u) base = atomicAdd(&sm.count, wcnt);
+      base = __shfl_sync(kTlFull, base, 0);
       kmax = __reduce_max_sync(kTlFull, kmax);
-      if (lane == 0 && kmax != 0u) atomicMax(&sm.maxkey, kmax);
+      if (lane == 0) atomicMax(&sm.maxkey, kmax);
+      const tl_u32 lower = (1u << lane) - 1u;   // the lanes below this one
 #pragma unroll
-      for (int i = 0; i < kTsPer; ++i) {
-        const int col = 4 * (tid + (i / 4) * kTsThreads) + i % 4;
-        if (col < n && key[i] >= T) sm.own[pos++] = tl_ckey(key[i], (tl_u32)(lo + col));
-      }
+      for (int i = 0; i < kTsPer; ++i)
+        if (bal[i] != 0u) {   // warp-uniform
+          if ((bal[i] >> lane) & 1u)
+            sm.own[base + __popc(bal[i] & lower)] =
+                tl_ckey(key[i], (tl_u32)(lo + 4 * (tid + (i / 4) * kTsThreads) + i % 4));
+          base += __popc(bal[i]);
+        }
+      DSV4_TS_STAMP(3);
 
-      // 4. The counts over the cluster: every warp reads them itself (lane b: block b's).
+      // 4. The counts over the cluster, read by warp 0 (lane b: block b's count and largest key) and handed to the
+      // block through shared memory. (When every warp read them itself, this step took ~3200 cycles on an H200,
+      // against ~1100 now: docs/experiments/topk_sample_phases.cu.) The bucket counts are cleared beside: they
+      // were the threshold's first histogram, which every thread of this block read before the barriers above.
       tl_cluster_arrive();
       tl_cluster_wait();
-      const tl_u32 cb = lane < kTsCluster ? tl_peer(&sm.count, (tl_u32)lane)[0] : 0u;
-      const tl_u32 top = __reduce_max_sync(kTlFull, lane < kTsCluster ? tl_peer(&sm.maxkey, (tl_u32)lane)[0] : 0u);
-      tl_u32 off = cb;
-#pragma unroll
-      for (int d = 1; d < 32; d <<= 1) {
-        const tl_u32 o = __shfl_up_sync(kTlFull, off, d);
-        if (lane >= d) off += o;
-      }
-      const tl_u32 total = __shfl_sync(kTlFull, off, 31);
-      off -= cb;   // where block `lane`'s candidates start among all
-      fallback = total < (tl_u32)k || total > (tl_u32)kTsCap;
+      DSV4_TS_STAMP(4);
       tl_u32* const bcnt = sm.hist[0];
       tl_u32* const above = sm.hist[1];
+      if (warp == 0) {
+        const tl_u32 cb = lane < kTsCluster ? tl_peer(&sm.count, (tl_u32)lane)[0] : 0u;
+        const tl_u32 top = __reduce_max_sync(kTlFull, lane < kTsCluster ? tl_peer(&sm.maxkey, (tl_u32)lane)[0] : 0u);
+        tl_u32 off = cb;
+#pragma unroll
+        for (int d = 1; d < 32; d <<= 1) {
+          const tl_u32 o = __shfl_up_sync(kTlFull, off, d);
+          if (lane >= d) off += o;
+        }
+        if (lane < kTsCluster) sm.offs[lane] = off - cb;
+        if (lane == 31) sm.total = off, sm.top = top;
+      }
+      reinterpret_cast<uint4*>(bcnt)[tid] = make_uint4(0u, 0u, 0u, 0u);
+      __syncthreads();
+      const tl_u32 total = sm.total, top = sm.top;
+      fallback = total < (tl_u32)k || total > (tl_u32)kTsCap;
       if (!fallback) {
-        // 5. Copy all candidates (block order; the block of entry j from the 16 offsets in registers, two loads in
-        // flight a thread) and count them into buckets. A load past the candidates is not issued: every read of
-        // another block's shared memory must be consumed before this block arrives at the barrier below (the
+        // 5. Copy all candidates into `all` in block order, warp b those of block b (coalesced loads from one block,
+        // two in flight a lane), and count them into buckets. A load past the candidates is not issued: every read
+        // of another block's shared memory must be consumed before this block arrives at the barrier below (the
         // relaxed arrive and the fence on this block's own shared memory do not order it), or that block might
         // overwrite its list, or exit, under it.
-        tl_u32 offs[kTsCluster];
-#pragma unroll
-        for (int b = 0; b < kTsCluster; ++b) offs[b] = __shfl_sync(kTlFull, off, b);
-        const tl_u32 mine_at = __shfl_sync(kTlFull, off, (int)r);
+        const tl_u32 mine_at = sm.offs[r];
         const float scale = (float)kTsBuckets / (float)((tl_u64)top - T + 1ull);
-        // The bucket counts were the threshold's first histogram: every thread of this block read it before the
-        // barriers above.
-        reinterpret_cast<uint4*>(bcnt)[tid] = make_uint4(0u, 0u, 0u, 0u);
-        __syncthreads();
-        for (tl_u32 j0 = (tl_u32)tid; j0 < total; j0 += 2 * kTsThreads) {
-          tl_u64 c[2];
+        DSV4_TS_STAMP(5);
+        {
+          const tl_u32 ob = sm.offs[warp], nb = (warp + 1 < kTsCluster ? sm.offs[warp + 1] : total) - ob;
+          const tl_u64* src = tl_peer(sm.own, (tl_u32)warp);
+          for (tl_u32 j0 = (tl_u32)lane; j0 < nb; j0 += 64u) {
+            tl_u64 c[2];
 #pragma unroll
-          for (int u = 0; u < 2; ++u) {
-            const tl_u32 j = j0 + u * kTsThreads;
-            tl_u32 b = 0u, ob = 0u;   // no dynamic index into offs
+            for (int u = 0; u < 2; ++u) c[u] = j0 + 32u * u < nb ? src[j0 + 32u * u] : 0ull;
 #pragma unroll
-            for (int q2 = 1; q2 < kTsCluster; ++q2)
-              if (j >= offs[q2]) b = (tl_u32)q2, ob = offs[q2];
-            c[u] = j < total ? tl_peer(sm.own, b)[j - ob] : 0ull;
+            for (int u = 0; u < 2; ++u)
+              if (j0 + 32u * u < nb) {
+                sm.all[ob + j0 + 32u * u] = c[u];
+                atomicAdd(&bcnt[ts_bucket((tl_u32)(c[u] >> 32), T, scale)], 1u);
+              }
           }
-#pragma unroll
-          for (int u = 0; u < 2; ++u)
-            if (j0 + u * kTsThreads < total) {
-              sm.all[j0 + u * kTsThreads] = c[u];
-              atomicAdd(&bcnt[ts_bucket((tl_u32)(c[u] >> 32), T, scale)], 1u);
-            }
         }
         tl_cluster_arrive();   // this block's reads of the others are done (their values are stored)
         __syncthreads();       // all and the bucket counts are complete
+        DSV4_TS_STAMP(6);
         // above[b] = the candidates in buckets above b; the counts are cleared for the scatter's fills. Every block
         // has the same counts, so every block sees the same crowded bucket, or none.
         const uint4 bc = reinterpret_cast<const uint4*>(bcnt)[tid];
@@ -303,6 +329,7 @@ __global__ void __launch_bounds__(kTsThreads)
         reinterpret_cast<uint4*>(bcnt)[tid] = make_uint4(0u, 0u, 0u, 0u);
         __syncthreads();
         tl_cluster_wait();   // no block reads this block's list any more
+        DSV4_TS_STAMP(7);
         if (crowded) {
           fallback = true;
         } else {
@@ -314,6 +341,7 @@ __global__ void __launch_bounds__(kTsThreads)
             sm.own[above[b] + atomicAdd(&bcnt[b], 1u)] = c;
           }
           __syncthreads();
+          DSV4_TS_STAMP(8);
           const tl_u32 nm = sm.count;
           float* ov = out_values + row * (i64)k;
           int* oi = out_indices + row * (i64)k;
@@ -327,6 +355,7 @@ __global__ void __launch_bounds__(kTsThreads)
           }
           if (r == 0u && tid == 0) DSV4_TS_FAST_ROW();
           __syncthreads();   // own, all and the counters are reused by the next row
+          DSV4_TS_STAMP(9);
         }
       } else {
         tl_cluster_arrive();   // this block's reads of the others' counts are done

@@ -37,7 +37,7 @@
 #define SAMPLE_THREADS 512       /* kTsThreads */
 #define SAMPLE_MAX_SLICE 8192    /* kTsMaxSlice */
 #define SAMPLE_MIN_COLS 4097     /* cols > kTsSample: the sample's runs of 128 columns do not overlap */
-#define SAMPLE_SMEM 163992       /* sizeof(TsSmem) */
+#define SAMPLE_SMEM 164064       /* sizeof(TsSmem) */
 /* k of at most 1024: measured on an H200 at 1 x 131072, the sample kernel takes 9.8 us at k = 512 against topk_long's
  * 12.7, but 13.4 at k = 2048 against 12.7 (its copy and ranking grow with the candidates, about 2 k). */
 #define SAMPLE_MAX_K 1024
