@@ -3,17 +3,20 @@
 //   nvcc -O3 -std=c++17 -arch=sm_90a -Ikernel_src docs/experiments/topk_sample_phases.cu -o /tmp/tsp
 // One row of 131072 floats, one cluster of 16 blocks of 512 threads with the plan dsv4_topk_select gives that row on
 // an H100 or H200 (slice 8192, the whole slice cached, 32-bit keys, 8192 candidates, 227 KB of shared memory).
-// Prints, for random (uniform) and bell rows at k = 512 and 1024: whether every slot matches a host sort, the time a
+// Prints, for random (uniform), bell, quarter-valued and outlier rows (the last two take the kernel's fallback from
+// the sample and after the copy) at k = 512 and 1024: whether every slot matches a host sort, the time a
 // call as back-to-back calls in a CUDA graph, and thread 0's clock at each phase's end (cycles from the row's start,
 // the mean over the 16 blocks and the latest block), read from one call after the timing. Then the same row twice
 // in one launch (two rows, row stride 0, one cluster): the second row's phases run on code and data the first
-// brought in, so the difference says what the first touch costs. `tsp once`: each case checked with one call, nothing
-// timed (for compute-sanitizer).
+// brought in, so the difference says what the first touch costs. `tsp once [G]`: each case (of generator G alone)
+// checked with one call, nothing timed (for compute-sanitizer).
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -37,6 +40,7 @@ static unsigned okey(float f) {   // the order key: larger float -> larger key, 
 
 int main(int argc, char** argv) {
   const bool once = argc > 1 && !strcmp(argv[1], "once");   // one call a case, no timing (for compute-sanitizer)
+  const int only = argc > 2 ? atoi(argv[2]) : -1;             // `tsp once G`: generator G alone
   const int cols = 131072, slice = 8192, dense = 8192, cap = 8192, wide = 1;
   const unsigned smem = 232448;
   std::vector<float> h(cols);
@@ -49,14 +53,20 @@ int main(int argc, char** argv) {
   cudaMalloc(&idx, 4096 * 4);
   cudaStream_t st;
   cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking);
-  for (int gen = 0; gen < 2; ++gen) {
+  static const char* gen_name[4] = {"random", "bell  ", "quarter", "outlier"};
+  for (int gen = 0; gen < 4; ++gen) {
+    if (only >= 0 && gen != only) continue;
     for (int c = 0; c < cols; ++c) {
       if (gen == 0) {
         h[c] = (float)((rnd() - 0.5) * 200.0);
-      } else {
+      } else if (gen == 1) {
         double a = 0;
         for (int i = 0; i < 4; ++i) a += rnd() - 0.5;
         h[c] = (float)a * 3.46f;
+      } else if (gen == 2) {   // ~160 copies a value: the fallback from the sample
+        h[c] = (float)std::floor((rnd() - 0.5) * 800.0) * 0.25f;
+      } else {   // one 3e38 among values below 1: every other candidate in the lowest bucket, the fallback after the copy
+        h[c] = c == 777 ? 3e38f : (float)rnd();
       }
     }
     cudaMemcpy(row, h.data(), cols * 4, cudaMemcpyHostToDevice);
@@ -106,7 +116,7 @@ int main(int argc, char** argv) {
           cudaMemcpy(gi2.data(), idx, 2 * k * 4, cudaMemcpyDeviceToHost);
           for (int j = 0; j < k; ++j) bad += gi2[k + j] != order[j];
         }
-        printf("%s k=%4d rows=%d (stride %lld): %d slots wrong, %.2f us a call (graph), %s\n", gen ? "bell  " : "random",
+        printf("%s k=%4d rows=%d (stride %lld): %d slots wrong, %.2f us a call (graph), %s\n", gen_name[gen],
                k, (int)rows, stride, bad, t, cudaGetErrorString(cudaGetLastError()));
         // Stamp 10 (the threshold's first level) sits between stamps 1 and 2.
         static const int seq[kStamps - 1] = {1, 10, 2, 3, 4, 5, 6, 7, 8, 9};
