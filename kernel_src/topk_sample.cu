@@ -26,8 +26,8 @@
 // (topk_long_row.cuh) in the same launch, with the plan's slice, cache and buffer sizes (the dynamic shared memory
 // is the larger of the two layouts):
 //   - from the sample, before step 3 and any cluster barrier of the row: the q-th sample key has more than
-//     kTsTieMax copies in the row, estimated from its copies in the sample (ties at the threshold), or it is a
-//     NaN (T = 0);
+//     kTsTieMax copies in the row, estimated from its copies in the sample (ties at the threshold; a NaN q-th key
+//     always has that many);
 //   - after step 4 (and a second barrier: no block reads another's counts any more): fewer than k or more than
 //     kTsCap candidates (rows of few distinct values);
 //   - after step 5 (both barriers completed): a bucket of more than kTsBucketMax keys (ties, or one huge value
@@ -219,8 +219,9 @@ __global__ void __launch_bounds__(kTsThreads)
       fallback = (i64)copies * cols > tie_max;
       if (fallback && r == 0u && tid == 0) DSV4_TS_EARLY_FALLBACK();
     }
-    // T = 0: the q-th sample key is a NaN (more than ~1 % of the row is), and every key, the padding's too, would
-    // be a candidate.
+    // T = 0: the q-th sample key is a NaN, and every key, the padding's (key 0) too, would be a candidate. The rule
+    // above has already sent such a row to the fallback (at least kTsSample - q + 1 of the sample's keys are NaN);
+    // this guard keeps the filter's "T > 0" true by construction.
     if (!fallback && T == 0u) {
       fallback = true;
       if (r == 0u && tid == 0) DSV4_TS_EARLY_FALLBACK();
