@@ -18,10 +18,9 @@
 //   4. a cluster barrier; warp 0 reads the 16 blocks' counts and largest keys and hands the offsets to the block;
 //   5. every block copies all the cluster's candidates (warp b those of block b), counts them into kTsBuckets
 //      buckets by where their order key lies between T and the largest (a non-decreasing map), arrives at a
-//      second cluster barrier, scans the
-//      counts into "candidates above", waits, scatters all candidates by bucket into its own list's space, and
-//      writes its own candidates whose rank (the candidates above their bucket plus the larger keys in it) is
-//      below k (tl_put: the value read back where the key does not give its bits).
+//      second cluster barrier, scans the counts into "candidates above", waits, scatters all candidates by bucket
+//      into its own list's space, and writes its own candidates whose rank (the candidates above their bucket plus
+//      the larger keys in it) is below k (tl_put: the value read back where the key does not give its bits).
 // Fallback, decided alike by every block from the same sample and counts, to topk_long's row body
 // (topk_long_row.cuh) in the same launch, with the plan's slice, cache and buffer sizes (the dynamic shared memory
 // is the larger of the two layouts):
