@@ -2,7 +2,6 @@
  * indexer top-k's, dsv4_precompile_topk) into the disk cache. */
 #include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "jit.h"
@@ -91,11 +90,12 @@ dsv4_status dsv4_precompile_topk(const int32_t *ks, int32_t count, const char *a
     snprintf(arg, sizeof arg, "ks[%d]", (int)i);
     DSV4_CHECK_RANGE(ks[i] >= 1 && ks[i] <= 4096, fn, arg, ks[i], "1..4096");
   }
-  DSV4_TRY(dsv4_arch_check(arch));
+  int arch_num = 0;
+  DSV4_TRY(dsv4_arch_number(arch, &arch_num));
   /* dsv4_topk_select's long-row kernel in both block sizes (rows of more than 8192 columns take 512 threads a
    * block, shorter ones, the warp kernel aside: cols <= 1024 and k <= 16, 256) and the sample-threshold kernel
    * its few rows of 131072 columns take on sm_90+ (k <= 1024). */
-  const bool sample_arch = atoi(arch + 3) >= 90;   /* "sm_XY...": the sample kernel runs on sm_90 and later only */
+  const bool sample_arch = arch_num >= 90;   /* the sample kernel runs on sm_90 and later only */
   dsv4_kernel_spec specs[DSV4_MAX_PRECOMPILE_KERNELS];
   int n = 0;
   for (int32_t i = 0; i < count; ++i) {

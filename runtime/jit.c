@@ -142,7 +142,9 @@ void dsv4_arch_for_cc(int major, int minor, char out[16]) {
     snprintf(out, 16, "sm_%d%d", major, minor);
 }
 
-dsv4_status dsv4_arch_check(const char *arch) {
+dsv4_status dsv4_arch_check(const char *arch) { return dsv4_arch_number(arch, NULL); }
+
+dsv4_status dsv4_arch_number(const char *arch, int *out) {
   if (!arch) return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "argument 'arch' is NULL");
   const char *p = arch;
   if (strncmp(p, "sm_", 3) != 0) goto bad;
@@ -158,7 +160,10 @@ dsv4_status dsv4_arch_check(const char *arch) {
   int archs[256];
   nvrtcGetSupportedArchs(archs);
   for (int i = 0; i < n; ++i)
-    if (archs[i] == num) return DSV4_OK;
+    if (archs[i] == num) {
+      if (out) *out = num;
+      return DSV4_OK;
+    }
   return dsv4_fail(DSV4_ERR_UNSUPPORTED, "argument 'arch' = %s: this NVRTC cannot target it", arch);
 bad:
   return dsv4_fail(DSV4_ERR_INVALID_ARGUMENT, "argument 'arch' = '%s' is not of the form sm_XY[a]", arch);

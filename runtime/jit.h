@@ -81,8 +81,10 @@ DSV4_INTERNAL dsv4_status dsv4_jit_compile(dsv4_jit *j, const dsv4_kernel_spec *
 /* The key of spec for arch with this library's options and NVRTC. */
 DSV4_INTERNAL dsv4_status dsv4_jit_key(const dsv4_kernel_spec *spec, const char *arch, dsv4_key *out);
 
-/* Arch strings: "sm_80", "sm_90a", "sm_100a". Checks the form and that NVRTC can target it. */
+/* Arch strings: "sm_80", "sm_90a", "sm_100a". Checks the form and that NVRTC can target it; dsv4_arch_number
+ * also gives the number (80, 90, 100; num may be NULL). */
 DSV4_INTERNAL dsv4_status dsv4_arch_check(const char *arch);
+DSV4_INTERNAL dsv4_status dsv4_arch_number(const char *arch, int *num);
 /* The exact target for a compute capability: sm_90a on 9.0, sm_100a on 10.0, sm_XY otherwise. */
 DSV4_INTERNAL void dsv4_arch_for_cc(int major, int minor, char out[16]);
 

@@ -58,6 +58,14 @@ static void test_arch_for_compute_capability(void **state) {
   assert_int_equal(dsv4_arch_check("sm_80"), DSV4_OK);
   assert_int_equal(dsv4_arch_check("sm_90a"), DSV4_OK);
   assert_int_equal(dsv4_arch_check("sm_100a"), DSV4_OK);
+  int num = -1;   /* dsv4_precompile_topk's sm_90+ test reads the number from here */
+  assert_int_equal(dsv4_arch_number("sm_80", &num), DSV4_OK);
+  assert_int_equal(num, 80);
+  assert_int_equal(dsv4_arch_number("sm_100a", &num), DSV4_OK);
+  assert_int_equal(num, 100);
+  num = -1;
+  assert_int_equal(dsv4_arch_number("sm_9", &num), DSV4_ERR_INVALID_ARGUMENT);
+  assert_int_equal(num, -1);
 }
 
 int main(void) {
