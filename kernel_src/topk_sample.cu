@@ -25,8 +25,7 @@
 // (topk_long_row.cuh) in the same launch, with the plan's slice, cache and buffer sizes (the dynamic shared memory
 // is the larger of the two layouts):
 //   - from the sample, before step 3 and any cluster barrier of the row: the q-th sample key has more than
-//     kTsTieMax copies in the row, estimated from its copies in the sample (ties at the threshold; a NaN q-th key
-//     always has that many);
+//     kTsTieMax copies in the row, estimated from its copies in the sample (ties at the threshold), or it is a NaN;
 //   - after step 4 (and a second barrier: no block reads another's counts any more): fewer than k or more than
 //     kTsCap candidates (rows of few distinct values);
 //   - after step 5 (both barriers completed): a bucket of more than kTsBucketMax keys (ties, or one huge value
@@ -218,9 +217,10 @@ __global__ void __launch_bounds__(kTsThreads)
       fallback = (i64)copies * cols > tie_max;
       if (fallback && r == 0u && tid == 0) DSV4_TS_EARLY_FALLBACK();
     }
-    // T = 0: the q-th sample key is a NaN, and every key, the padding's (key 0) too, would be a candidate. The rule
-    // above has already sent such a row to the fallback (at least kTsSample - q + 1 of the sample's keys are NaN);
-    // this guard keeps the filter's "T > 0" true by construction.
+    // T = 0: the q-th sample key is a NaN, and every key, the padding's (key 0) too, would be a candidate. At least
+    // kTsSample - q + 1 of the sample's keys are then NaN, so where q is well below kTsSample (at 131072 columns q
+    // is at most 200) the rule above has already sent the row to the fallback; where k is large against cols, q
+    // nears kTsSample and only this test keeps the filter's "T > 0" true.
     if (!fallback && T == 0u) {
       fallback = true;
       if (r == 0u && tid == 0) DSV4_TS_EARLY_FALLBACK();

@@ -88,7 +88,7 @@ DSV4_INTERNAL bool dsv4_topk_select_uses_warp(int64_t cols, int32_t k);
  * dsv4_topk_sample_takes (clusters of 16 blocks of 512 threads, slices of at most 8192 columns, cols > 4096,
  * k <= 1024: dsv4_topk_sample_serves_k) and all the rows' clusters fit at once: dsv4::topk_sample<KP>, launched
  * with that plan; a row it cannot select (a threshold value with more than ~256 copies in the row, estimated
- * from the sample; too few or too many candidates above its threshold; ties crowding a bucket) gets
+ * from the sample, or a NaN; too few or too many candidates above its threshold; ties crowding a bucket) gets
  * topk_long's row body in the same launch. */
 DSV4_INTERNAL void dsv4_topk_sample_spec(int32_t k, dsv4_kernel_spec *out);
 DSV4_INTERNAL bool dsv4_topk_sample_serves_k(int32_t k);
